@@ -1,0 +1,109 @@
+/*
+ * store.h - the state store: event-time sliding windows and incident lifecycle state,
+ * with one interface and two backends (Redis, shared by every engine instance; and an
+ * in-process one for the demo, replay and tests).
+ *
+ * Unit of exactness: an input "source" (topic and partition) and an offset. Every update
+ * carries the offset of the mention that caused it. The store remembers, atomically with
+ * the update, the highest offset applied per source (the fence), and the results it
+ * returned for each offset not yet committed (the memo). Applying an offset at or below the
+ * fence changes nothing and returns the memoised results, so a replay after a crash sees
+ * exactly what the first run saw and never double-counts.
+ */
+#ifndef FP_STORE_H
+#define FP_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "flashpoint/flashpoint.h"
+
+typedef enum {
+  FP_WIN_COUNT = 0, /* number of updates in the window */
+  FP_WIN_SUM,       /* sum of the updates' amounts */
+  FP_WIN_DISTINCT,  /* distinct members (HyperLogLog in Redis, exact in-process) */
+  FP_WIN_TOPK,      /* most frequent members (terms, hashtags); read with fp_store_topk */
+  FP_WIN_BASELINE   /* per-step count statistics over a long window, current step excluded */
+} fp_win_kind_t;
+
+typedef struct fp_win_spec_s {
+  fp_win_kind_t kind;
+  int64_t size_ms; /* window length; a whole multiple of step_ms */
+  int64_t step_ms; /* bucket width */
+} fp_win_spec_t;
+
+/** The value of a window as of an update's event time, after the update. */
+typedef struct fp_win_value_s {
+  double value;  /* COUNT, SUM, DISTINCT: over (ts - size, ts]; BASELINE: the count of the
+                    current step; TOPK: number of updates in the window */
+  double mean;   /* BASELINE: mean count per step over the steps before the current one */
+  double stddev; /* BASELINE: population standard deviation of those counts */
+} fp_win_value_t;
+
+typedef struct fp_win_op_s {
+  int64_t offset;             /* input offset that caused this update (fence unit) */
+  const char *key;            /* borrowed: window identity, e.g. "rule|entity|window" */
+  const fp_win_spec_t *spec;  /* borrowed */
+  int64_t ts_ms;              /* event time of the mention */
+  double amount;              /* COUNT/BASELINE/TOPK: 1; SUM: the amount added */
+  const char *member;         /* DISTINCT/TOPK: the member (borrowed); NULL otherwise */
+  fp_win_value_t out;         /* filled by fp_store_apply */
+} fp_win_op_t;
+
+/** Result of a batch apply. */
+typedef struct fp_store_result_s {
+  size_t applied;   /* offsets newly applied */
+  size_t replayed;  /* offsets at or below the fence: results came from the memo */
+} fp_store_result_t;
+
+typedef struct fp_store_s fp_store_t;
+
+typedef struct fp_store_redis_conf_s {
+  const char *host;     /* borrowed for the call */
+  int port;
+  const char *password; /* NULL or "" for none */
+  int db;
+  const char *prefix;   /* key namespace, e.g. "fp" */
+  int connect_timeout_ms, command_timeout_ms;
+  int64_t memo_ttl_ms;  /* how long a memo entry lives at most (default 1 h) */
+} fp_store_redis_conf_t;
+
+/** Connects to Redis and loads the engine's server-side scripts. One per worker thread. */
+fp_store_t *fp_store_redis_new(const fp_store_redis_conf_t *conf, char *errstr, size_t errstr_size);
+/** An in-process store. Not shared between threads. */
+fp_store_t *fp_store_mem_new(char *errstr, size_t errstr_size);
+void fp_store_destroy(fp_store_t *store);
+
+/**
+ * Applies a batch of window updates from one source, in one round trip. @p ops must be in
+ * ascending offset order (several ops may share an offset). Fills each op's `out`.
+ * @param committed offsets below this are committed in Kafka: their memo may be dropped.
+ * @returns FP_OK, FP_ERR_REDIS (retriable: nothing or everything was applied; retry the
+ *          same batch) or FP_ERR_REDIS_FATAL.
+ */
+fp_err_t fp_store_apply(fp_store_t *store, const char *source, fp_win_op_t *ops, size_t n,
+                        int64_t committed, fp_store_result_t *res, char *errstr,
+                        size_t errstr_size);
+
+/** Highest offset applied for @p source, or -1 when none is recorded. */
+fp_err_t fp_store_fence(fp_store_t *store, const char *source, int64_t *offset_out,
+                        char *errstr, size_t errstr_size);
+
+/** One term of a top-k read. */
+typedef struct fp_topk_entry_s {
+  char term[64];
+  double count;
+} fp_topk_entry_t;
+
+/**
+ * Reads the @p k most frequent members of a TOPK window as of @p ts_ms.
+ * @returns FP_OK with *n_out <= k entries, most frequent first (ties: term ascending).
+ */
+fp_err_t fp_store_topk(fp_store_t *store, const char *key, const fp_win_spec_t *spec,
+                       int64_t ts_ms, size_t k, fp_topk_entry_t *out, size_t *n_out,
+                       char *errstr, size_t errstr_size);
+
+/** Round trips made so far (for benchmarks and metrics). */
+uint64_t fp_store_roundtrips(const fp_store_t *store);
+
+#endif
