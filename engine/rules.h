@@ -46,6 +46,7 @@ typedef struct fp_rule_info_s {
   const char *respond;          /* suggested first response, may be NULL */
   const char *topics[5];        /* output topic per severity index (fp_sev_t); NULL = default */
   int quarantined;              /* set after repeated failures; the rule is skipped */
+  uint64_t failures;            /* evaluations of this rule that failed (select or severity) */
 } fp_rule_info_t;
 
 typedef struct fp_rules_limits_s {

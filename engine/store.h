@@ -54,6 +54,10 @@ typedef struct fp_win_op_s {
 typedef struct fp_store_result_s {
   size_t applied;   /* offsets newly applied */
   size_t replayed;  /* offsets at or below the fence: results came from the memo */
+  size_t recomputed; /* of those, offsets whose memo had expired: values recomputed
+                        read-only from the current state (may differ from the first run) */
+  size_t too_late;  /* ops older than the allowed lateness behind the window's newest
+                       bucket: not applied; their value is read-only */
 } fp_store_result_t;
 
 typedef struct fp_store_s fp_store_t;
@@ -66,6 +70,9 @@ typedef struct fp_store_redis_conf_s {
   const char *prefix;   /* key namespace, e.g. "fp" */
   int connect_timeout_ms, command_timeout_ms;
   int64_t memo_ttl_ms;  /* how long a memo entry lives at most (default 1 h) */
+  int64_t lateness_ms;  /* allowed lateness: buckets are kept (and TTLs extended) this much
+                           longer, and older ops are not applied (0: none) */
+  int64_t fence_ttl_ms; /* fence key expiry; at least the longest window's (0: 30 days) */
 } fp_store_redis_conf_t;
 
 /** Connects to Redis and loads the engine's server-side scripts. One per worker thread. */
@@ -105,5 +112,12 @@ fp_err_t fp_store_topk(fp_store_t *store, const char *key, const fp_win_spec_t *
 
 /** Round trips made so far (for benchmarks and metrics). */
 uint64_t fp_store_roundtrips(const fp_store_t *store);
+
+/** Replayed offsets whose memo had expired, so their values were recomputed (cumulative). */
+uint64_t fp_store_memo_misses(const fp_store_t *store);
+/** Ops refused as older than the allowed lateness (cumulative). */
+uint64_t fp_store_too_late(const fp_store_t *store);
+/** Sets the allowed lateness (the in-process store has no conf; Redis takes it from conf). */
+void fp_store_set_lateness(fp_store_t *store, int64_t lateness_ms);
 
 #endif

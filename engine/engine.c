@@ -1,0 +1,403 @@
+/*
+ * engine.c - owns the consume -> evaluate -> emit loop: the Kafka clients, the worker
+ * threads, the partition table, back-pressure and offset storage.
+ *
+ * Threads:
+ *   - the run thread (fp_engine_run) polls the consumer, runs rebalance callbacks, hands each
+ *     message to the worker that owns its partition (partition index modulo workers), and
+ *     pauses a worker's partitions when its queue passes queue.max (resumes below half);
+ *   - N workers, each with its own rule set (Lua state) and state-store connection, take
+ *     batches from their queue and process them one partition run at a time (batch.c);
+ *   - one producer thread serves delivery reports.
+ *
+ * Invariant: an input offset is stored (and so committed) only after everything it caused -
+ * window updates, lifecycle changes, incidents and dead-letter records - is acknowledged.
+ * A partition is owned by one worker, which finishes a batch before taking the next, so the
+ * stored offset of a partition is always the end of a fully acknowledged, contiguous prefix.
+ * On revoke the run thread marks the partitions, waits until no message of theirs is queued
+ * or in flight, then unassigns (librdkafka commits the stored offsets). On a lost
+ * assignment the in-flight work is dropped unstored: the new owner replays it, and the
+ * store's fence and memo make the replay exact.
+ */
+#include "engine_int.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "util.h"
+
+/* ------------------------------------------------------------------------------------------ */
+/* partitions                                                                                   */
+
+fp_part_t *fp_engine_part(fp_engine_t *e, const char *topic, int32_t partition, int create) {
+  fp_part_t *p;
+  pthread_mutex_lock(&e->parts_mu);
+  for (p = e->parts; p; p = p->next)
+    if (p->partition == partition && strcmp(p->topic, topic) == 0) break;
+  if (!p && create && (p = calloc(1, sizeof(*p)))) {
+    snprintf(p->topic, sizeof(p->topic), "%s", topic);
+    p->partition = partition;
+    snprintf(p->source, sizeof(p->source), "%s:%d", topic, (int)partition);
+    /* spread topics too: same partition number of two topics need not share a worker */
+    p->worker = (int)((fp_fnv1a(FP_FNV_INIT, topic, strlen(topic)) + (uint64_t)partition) % e->nworkers);
+    p->committed = -1;
+    p->next = e->parts;
+    e->parts = p;
+  }
+  pthread_mutex_unlock(&e->parts_mu);
+  return p;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* rebalance                                                                                    */
+
+/* Waits until no message of the partitions in @p list is queued or being processed. */
+static void drain_partitions(fp_engine_t *e, rd_kafka_topic_partition_list_t *list) {
+  int64_t deadline = fp_mono_ns() + (int64_t)30 * 1000000000LL;
+  for (;;) {
+    int64_t busy = 0;
+    for (int i = 0; i < list->cnt; i++) {
+      fp_part_t *p = fp_engine_part(e, list->elems[i].topic, list->elems[i].partition, 0);
+      if (p) busy += atomic_load(&p->inflight);
+    }
+    if (!busy) return;
+    if (fp_mono_ns() > deadline) {
+      fp_log(FP_LOG_WARN, "engine", "revoke: %lld messages still in flight after 30 s; "
+             "they will be replayed by the next owner", (long long)busy);
+      return;
+    }
+    usleep(2000);
+    rd_kafka_poll(e->producer, 0);
+  }
+}
+
+static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque) {
+  fp_engine_t *e = opaque;
+  rd_kafka_error_t *error = NULL;
+  int lost = rd_kafka_assignment_lost(rk);
+
+  if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+    for (int i = 0; i < parts->cnt; i++) {
+      fp_part_t *p = fp_engine_part(e, parts->elems[i].topic, parts->elems[i].partition, 1);
+      if (!p) continue;
+      atomic_store(&p->revoked, 0);
+      p->paused = 0;
+      atomic_store(&p->max_event_ms, INT64_MIN);
+    }
+    fp_log(FP_LOG_INFO, "engine", "assigned %d partition(s)", parts->cnt);
+    error = rd_kafka_incremental_assign(rk, parts);
+  } else if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
+    for (int i = 0; i < parts->cnt; i++) {
+      fp_part_t *p = fp_engine_part(e, parts->elems[i].topic, parts->elems[i].partition, 0);
+      if (p) atomic_store(&p->revoked, lost ? 2 : 1);
+    }
+    /* Workers finish the batch they hold (storing its offsets unless lost) and drop the
+     * rest of these partitions' queued messages. */
+    drain_partitions(e, parts);
+    fp_log(FP_LOG_INFO, "engine", "%s %d partition(s)", lost ? "lost" : "revoked", parts->cnt);
+    error = rd_kafka_incremental_unassign(rk, parts);
+  } else {
+    fp_log(FP_LOG_ERROR, "engine", "rebalance error: %s", rd_kafka_err2str(err));
+    error = rd_kafka_incremental_unassign(rk, parts);
+  }
+  if (error) {
+    fp_log(FP_LOG_ERROR, "engine", "incremental (un)assign failed: %s", rd_kafka_error_string(error));
+    rd_kafka_error_destroy(error);
+  }
+}
+
+static void commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                      rd_kafka_topic_partition_list_t *offsets, void *opaque) {
+  fp_engine_t *e = opaque;
+  (void)rk;
+  if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET) {
+    fp_log_once(FP_LOG_WARN, "engine", "offset commit failed: %s (retried at the next interval)",
+                rd_kafka_err2str(err));
+    return;
+  }
+  for (int i = 0; offsets && i < offsets->cnt; i++) {
+    fp_part_t *p;
+    if (offsets->elems[i].err || offsets->elems[i].offset < 0) continue;
+    p = fp_engine_part(e, offsets->elems[i].topic, offsets->elems[i].partition, 0);
+    if (p) atomic_store(&p->committed, offsets->elems[i].offset);
+  }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Kafka clients                                                                                */
+
+typedef struct {
+  rd_kafka_conf_t *rk;
+} kconf_t;
+
+static fp_err_t kconf_set(void *opaque, const char *key, const char *value, char *errstr,
+                          size_t es) {
+  kconf_t *k = opaque;
+  char kerr[256];
+  if (rd_kafka_conf_set(k->rk, key, value, kerr, sizeof(kerr)) != RD_KAFKA_CONF_OK)
+    return fp_seterr(errstr, es, FP_ERR_CONFIG, "kafka setting %s: %s", key, kerr);
+  return FP_OK;
+}
+
+static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
+  fp_ack_t *ack = m->_private;
+  (void)rk, (void)opaque;
+  if (ack) fp_ack_done(ack, m->err);
+}
+
+static void kafka_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
+  (void)rk;
+  fp_log(level <= 3 ? FP_LOG_ERROR : level <= 4 ? FP_LOG_WARN : level <= 6 ? FP_LOG_INFO : FP_LOG_DEBUG,
+         "kafka", "%s: %s", fac, buf);
+}
+
+static rd_kafka_conf_t *kafka_conf(fp_engine_t *e, const char *which, char *errstr, size_t es) {
+  kconf_t k = {rd_kafka_conf_new()};
+  static const char *const consumer_defaults[][2] = {
+      {"enable.auto.commit", "true"},
+      {"enable.auto.offset.store", "false"},
+      {"auto.offset.reset", "earliest"},
+      {"partition.assignment.strategy", "cooperative-sticky"},
+      {"enable.partition.eof", "false"},
+      {"isolation.level", "read_committed"},
+  };
+  static const char *const producer_defaults[][2] = {
+      {"enable.idempotence", "true"},
+      {"acks", "all"},
+      {"linger.ms", "5"},
+      {"compression.type", "lz4"},
+      {"message.timeout.ms", "300000"},
+  };
+  char buf[64];
+  int is_consumer = strcmp(which, "consumer") == 0;
+
+  rd_kafka_conf_set_log_cb(k.rk, kafka_log_cb);
+  for (size_t i = 0; is_consumer && i < sizeof(consumer_defaults) / sizeof(consumer_defaults[0]); i++)
+    if (kconf_set(&k, consumer_defaults[i][0], consumer_defaults[i][1], errstr, es)) goto err;
+  for (size_t i = 0; !is_consumer && i < sizeof(producer_defaults) / sizeof(producer_defaults[0]); i++)
+    if (kconf_set(&k, producer_defaults[i][0], producer_defaults[i][1], errstr, es)) goto err;
+  if (is_consumer) {
+    snprintf(buf, sizeof(buf), "%lld", (long long)e->conf->commit_interval_ms);
+    if (kconf_set(&k, "group.id", e->conf->group_id, errstr, es) ||
+        kconf_set(&k, "auto.commit.interval.ms", buf, errstr, es))
+      goto err;
+    rd_kafka_conf_set_rebalance_cb(k.rk, rebalance_cb);
+    rd_kafka_conf_set_offset_commit_cb(k.rk, commit_cb);
+  } else {
+    rd_kafka_conf_set_dr_msg_cb(k.rk, dr_msg_cb);
+  }
+  if (fp_conf_each_kafka(e->conf, which, kconf_set, &k, errstr, es) != FP_OK) goto err;
+  rd_kafka_conf_set_opaque(k.rk, e);
+  return k.rk;
+err:
+  rd_kafka_conf_destroy(k.rk);
+  return NULL;
+}
+
+static void *producer_main(void *arg) {
+  fp_engine_t *e = arg;
+  while (!atomic_load(&e->producer_stop)) rd_kafka_poll(e->producer, 50);
+  return NULL;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* lifecycle                                                                                    */
+
+fp_engine_t *fp_engine_new(const fp_conf_t *conf, char *errstr, size_t es) {
+  fp_engine_t *e = calloc(1, sizeof(*e));
+  rd_kafka_conf_t *kc = NULL;
+  char kerr[512];
+  fp_rules_t *probe = NULL;
+
+  if (!e) return NULL;
+  pthread_mutex_init(&e->parts_mu, NULL);
+  if (!(e->conf = fp_conf_dup(conf))) {
+    fp_seterr(errstr, es, FP_ERR_NOMEM, "out of memory");
+    goto err;
+  }
+  fp_log_setup((fp_log_level_t)e->conf->log_level, (int)e->conf->log_json);
+  e->nworkers = e->conf->workers > 0 ? (size_t)e->conf->workers : (size_t)sysconf(_SC_NPROCESSORS_ONLN);
+  if (e->nworkers < 1) e->nworkers = 1;
+
+  /* Rules are checked once here so a broken rule set refuses to start (fatal). */
+  e->limits.mem_bytes = (size_t)e->conf->rules_memory;
+  e->limits.instructions = (uint64_t)e->conf->rules_instructions;
+  e->limits.deadline_ms = e->conf->rules_deadline_ms;
+  e->limits.quarantine_after = (unsigned)e->conf->rules_quarantine_after;
+  if (!(probe = fp_rules_new(e->conf->rules_dir, &e->limits, errstr, es))) goto err;
+  fp_log(FP_LOG_INFO, "rules", "loaded %zu rule(s) from %s", fp_rules_count(probe), e->conf->rules_dir);
+  fp_rules_destroy(probe);
+
+  if (!(kc = kafka_conf(e, "producer", errstr, es))) goto err;
+  if (!(e->producer = rd_kafka_new(RD_KAFKA_PRODUCER, kc, kerr, sizeof(kerr)))) {
+    fp_seterr(errstr, es, FP_ERR_KAFKA, "producer: %s", kerr);
+    rd_kafka_conf_destroy(kc);
+    goto err;
+  }
+  if (!(kc = kafka_conf(e, "consumer", errstr, es))) goto err;
+  if (!(e->consumer = rd_kafka_new(RD_KAFKA_CONSUMER, kc, kerr, sizeof(kerr)))) {
+    fp_seterr(errstr, es, FP_ERR_KAFKA, "consumer: %s", kerr);
+    rd_kafka_conf_destroy(kc);
+    goto err;
+  }
+  rd_kafka_poll_set_consumer(e->consumer);
+
+  if (!(e->workers = calloc(e->nworkers, sizeof(*e->workers)))) goto err;
+  for (size_t i = 0; i < e->nworkers; i++)
+    if (fp_worker_init(&e->workers[i], e, (int)i, errstr, es) != FP_OK) goto err;
+  return e;
+err:
+  fp_engine_destroy(e);
+  return NULL;
+}
+
+void fp_engine_stop(fp_engine_t *e) {
+  if (e) atomic_store(&e->stop, 1);
+}
+
+void fp_engine_reload(fp_engine_t *e) {
+  if (!e) return;
+  for (size_t i = 0; i < e->nworkers; i++) atomic_store(&e->workers[i].reload, 1);
+}
+
+void fp_engine_stats(fp_engine_t *e, fp_stats_t *out) {
+  memset(out, 0, sizeof(*out));
+  if (!e) return;
+#define LOAD(f) out->f = atomic_load(&e->stats.f)
+  LOAD(mentions_in); LOAD(mentions_decoded); LOAD(dead_lettered); LOAD(late);
+  LOAD(duplicates_fenced); LOAD(rule_evals); LOAD(rule_errors); LOAD(incidents);
+  LOAD(offsets_stored); LOAD(redis_roundtrips); LOAD(redis_errors);
+#undef LOAD
+}
+
+/* Pauses or resumes the partitions of workers whose queue crossed the watermarks. */
+static void backpressure(fp_engine_t *e) {
+  for (size_t w = 0; w < e->nworkers; w++) {
+    fp_worker_t *wk = &e->workers[w];
+    size_t q = fp_worker_qlen(wk);
+    int want = q >= (size_t)e->conf->queue_max || atomic_load(&wk->blocked);
+    if (want == wk->paused) continue;
+    if (!want && q > (size_t)e->conf->queue_max / 2) continue;
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(8);
+    pthread_mutex_lock(&e->parts_mu);
+    for (fp_part_t *p = e->parts; p; p = p->next)
+      if (p->worker == (int)w && !atomic_load(&p->revoked))
+        rd_kafka_topic_partition_list_add(l, p->topic, p->partition);
+    pthread_mutex_unlock(&e->parts_mu);
+    if (want) rd_kafka_pause_partitions(e->consumer, l);
+    else rd_kafka_resume_partitions(e->consumer, l);
+    fp_log(FP_LOG_DEBUG, "engine", "worker %zu: %s %d partition(s) (queue %zu)", w,
+           want ? "paused" : "resumed", l->cnt, q);
+    wk->paused = want;
+    rd_kafka_topic_partition_list_destroy(l);
+  }
+}
+
+fp_err_t fp_engine_run(fp_engine_t *e) {
+  rd_kafka_topic_partition_list_t *topics;
+  rd_kafka_resp_err_t kerr;
+  const char *tok, *end;
+  fp_err_t result = FP_OK;
+
+  if (!e) return FP_ERR_INVALID_ARG;
+  if (pthread_create(&e->producer_thread, NULL, producer_main, e) != 0) return FP_ERR_FATAL;
+  e->producer_started = 1;
+  for (size_t i = 0; i < e->nworkers; i++)
+    if (fp_worker_start(&e->workers[i]) != FP_OK) {
+      result = FP_ERR_FATAL;
+      goto out;
+    }
+
+  topics = rd_kafka_topic_partition_list_new(4);
+  for (tok = e->conf->input_topics; *tok; tok = *end ? end + 1 : end) {
+    char name[256];
+    end = strchr(tok, ',');
+    if (!end) end = tok + strlen(tok);
+    if (end > tok && (size_t)(end - tok) < sizeof(name)) {
+      memcpy(name, tok, (size_t)(end - tok));
+      name[end - tok] = '\0';
+      rd_kafka_topic_partition_list_add(topics, name, RD_KAFKA_PARTITION_UA);
+    }
+  }
+  kerr = rd_kafka_subscribe(e->consumer, topics);
+  rd_kafka_topic_partition_list_destroy(topics);
+  if (kerr) {
+    fp_log(FP_LOG_ERROR, "engine", "subscribe failed: %s", rd_kafka_err2str(kerr));
+    result = FP_ERR_KAFKA;
+    goto out;
+  }
+  fp_log(FP_LOG_INFO, "engine", "consuming %s as group %s with %zu worker(s)",
+         e->conf->input_topics, e->conf->group_id, e->nworkers);
+
+  while (!atomic_load(&e->stop) && !atomic_load(&e->fatal)) {
+    rd_kafka_message_t *m = rd_kafka_consumer_poll(e->consumer, 50);
+    if (m) {
+      if (m->err) {
+        if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+          fp_log(FP_LOG_WARN, "kafka", "consumer: %s", rd_kafka_message_errstr(m));
+        rd_kafka_message_destroy(m);
+      } else {
+        fp_part_t *p = fp_engine_part(e, rd_kafka_topic_name(m->rkt), m->partition, 1);
+        if (!p) {
+          rd_kafka_message_destroy(m);
+          result = FP_ERR_NOMEM;
+          break;
+        }
+        atomic_fetch_add(&p->inflight, 1);
+        fp_worker_push(&e->workers[p->worker], p, m);
+      }
+    }
+    backpressure(e);
+  }
+  if (atomic_load(&e->fatal)) result = FP_ERR_FATAL;
+
+out:
+  /* Stop taking work: workers finish what they hold (acknowledged work is stored), then the
+   * consumer close commits the stored offsets and leaves the group. */
+  fp_log(FP_LOG_INFO, "engine", "stopping: draining workers");
+  for (size_t i = 0; i < e->nworkers; i++) fp_worker_stop(&e->workers[i]);
+  rd_kafka_flush(e->producer, 10000);
+  if (e->consumer) {
+    rd_kafka_resp_err_t cerr;
+    rd_kafka_commit(e->consumer, NULL, 0);
+    cerr = rd_kafka_consumer_close(e->consumer);
+    if (cerr) fp_log(FP_LOG_WARN, "engine", "consumer close: %s", rd_kafka_err2str(cerr));
+  }
+  e->closed = 1;
+  fp_log(FP_LOG_INFO, "engine", "stopped");
+  return result;
+}
+
+void fp_engine_destroy(fp_engine_t *e) {
+  if (!e) return;
+  if (e->workers) {
+    for (size_t i = 0; i < e->nworkers; i++) fp_worker_destroy(&e->workers[i]);
+    free(e->workers);
+  }
+  if (e->producer_started) {
+    atomic_store(&e->producer_stop, 1);
+    pthread_join(e->producer_thread, NULL);
+  }
+  if (e->consumer) {
+    if (!e->closed) rd_kafka_consumer_close(e->consumer);
+    rd_kafka_destroy(e->consumer);
+  }
+  if (e->producer) {
+    rd_kafka_flush(e->producer, 5000);
+    rd_kafka_destroy(e->producer);
+  }
+  while (e->parts) {
+    fp_part_t *n = e->parts->next;
+    free(e->parts);
+    e->parts = n;
+  }
+  pthread_mutex_destroy(&e->parts_mu);
+  fp_conf_destroy(e->conf);
+  free(e);
+}

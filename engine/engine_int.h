@@ -1,0 +1,99 @@
+/*
+ * engine_int.h - the engine's internal structs, shared by engine.c (Kafka clients,
+ * rebalances, back-pressure), worker.c (batches) and output.c (acknowledged produce).
+ * Nothing outside those files includes it.
+ */
+#ifndef FP_ENGINE_INT_H
+#define FP_ENGINE_INT_H
+
+#include <librdkafka/rdkafka.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "conf.h"
+#include "flashpoint/flashpoint.h"
+#include "rules.h"
+#include "store.h"
+
+/** One input partition. Created on first assignment and kept until the engine is
+ * destroyed, so workers may hold the pointer across rebalances. */
+typedef struct fp_part_s {
+  char topic[200];
+  int32_t partition;
+  char source[224];              /* "topic:partition": the store's fence unit */
+  int worker;                    /* index of the owning worker (fixed) */
+  _Atomic int revoked;           /* 0 assigned, 1 revoked (finish and store), 2 lost (drop) */
+  _Atomic int64_t inflight;      /* messages queued or being processed */
+  _Atomic int64_t max_event_ms;  /* highest event time seen: the watermark is this - lateness */
+  _Atomic int64_t committed;     /* last committed offset reported by Kafka, -1 if none */
+  int paused;                    /* run thread only */
+  struct fp_part_s *next;
+} fp_part_t;
+
+/** Counts the outputs of one batch until Kafka acknowledged all of them. */
+typedef struct fp_ack_s {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int64_t pending;
+  int64_t failed;
+  rd_kafka_resp_err_t first_err;
+} fp_ack_t;
+void fp_ack_init(fp_ack_t *a);
+void fp_ack_destroy(fp_ack_t *a);
+void fp_ack_done(fp_ack_t *a, rd_kafka_resp_err_t err);
+
+typedef struct fp_qnode_s {
+  rd_kafka_message_t *msg; /* owned */
+  fp_part_t *part;         /* borrowed from the engine */
+  struct fp_qnode_s *next;
+} fp_qnode_t;
+
+typedef struct fp_worker_s {
+  struct fp_engine_s *e;
+  int idx;
+  pthread_t thread;
+  int started;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  fp_qnode_t *head, *tail;
+  size_t qlen;
+  int stopping;
+  _Atomic int reload;    /* set by fp_engine_reload: swap rule sets at the next batch */
+  _Atomic int blocked;   /* the state store or Kafka is failing: pause our partitions */
+  int paused;            /* run thread only */
+  fp_rules_t *rules;     /* owned, worker thread only */
+  fp_store_t *store;     /* owned, worker thread only */
+  struct fp_batch_s *batch; /* owned scratch space */
+} fp_worker_t;
+
+typedef struct fp_engine_stats_s {
+  _Atomic uint64_t mentions_in, mentions_decoded, dead_lettered, late, duplicates_fenced,
+      rule_evals, rule_errors, incidents, offsets_stored, redis_roundtrips, redis_errors;
+} fp_engine_stats_t;
+
+struct fp_engine_s {
+  fp_conf_t *conf;
+  fp_rules_limits_t limits;
+  rd_kafka_t *consumer, *producer;
+  pthread_t producer_thread;
+  int producer_started, closed;
+  _Atomic int producer_stop, stop, fatal;
+  size_t nworkers;
+  fp_worker_t *workers;
+  pthread_mutex_t parts_mu;
+  fp_part_t *parts;
+  fp_engine_stats_t stats;
+};
+
+fp_part_t *fp_engine_part(struct fp_engine_s *e, const char *topic, int32_t partition, int create);
+
+fp_err_t fp_worker_init(fp_worker_t *w, struct fp_engine_s *e, int idx, char *errstr, size_t es);
+fp_err_t fp_worker_start(fp_worker_t *w);
+void fp_worker_push(fp_worker_t *w, fp_part_t *p, rd_kafka_message_t *m);
+size_t fp_worker_qlen(fp_worker_t *w);
+/** Finishes the queued work and joins the thread. */
+void fp_worker_stop(fp_worker_t *w);
+void fp_worker_destroy(fp_worker_t *w);
+
+#endif

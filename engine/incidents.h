@@ -1,0 +1,50 @@
+/*
+ * incidents.h - turns the severities of one batch into incident events, exactly once per
+ * input offset: lifecycle state is loaded from the store, stepped through lifecycle.c in
+ * offset order, and committed atomically with the events it produced (optimistic versions;
+ * a conflict with another worker or instance reloads and recomputes). Offsets the store had
+ * already applied return their memoised events, byte for byte.
+ */
+#ifndef FP_INCIDENTS_H
+#define FP_INCIDENTS_H
+
+#include "lifecycle.h"
+#include "store.h"
+
+/** One severity signal of the batch. */
+typedef struct fp_inc_signal_s {
+  int64_t offset;
+  fp_lc_signal_t sig; /* borrowed pointers must live until fp_incidents_apply returns */
+} fp_inc_signal_t;
+
+/** One record to produce. Strings owned by the record (free with fp_outvec_free). */
+typedef struct fp_outrec_s {
+  int64_t offset;
+  char *topic, *key, *payload;
+  size_t len;
+} fp_outrec_t;
+
+typedef struct fp_outvec_s {
+  fp_outrec_t *recs;
+  size_t n, cap;
+} fp_outvec_t;
+void fp_outvec_reset(fp_outvec_t *v);
+void fp_outvec_free(fp_outvec_t *v);
+fp_err_t fp_outvec_add(fp_outvec_t *v, int64_t offset, const char *topic, const char *key,
+                       const char *payload, size_t len);
+
+/**
+ * Applies @p sig (ascending offsets) for @p source; @p last_offset is the batch's last
+ * offset (the lifecycle fence moves there even when it produced nothing). Events are
+ * appended to @p out with their offsets. @p rules resolves sweep keys to rules.
+ * @returns FP_OK, or FP_ERR_REDIS / FP_ERR_REDIS_FATAL from the store (retry the batch).
+ */
+fp_err_t fp_incidents_apply(fp_store_t *store, const char *source, const fp_lc_params_t *params,
+                            const fp_inc_signal_t *sig, size_t n, int64_t last_offset,
+                            int64_t committed, const char *default_topic, fp_outvec_t *out,
+                            size_t *replayed, char *errstr, size_t errstr_size);
+
+/** The lifecycle key of a (rule, entity): "rule|entity" into @p buf. */
+void fp_incidents_key(const char *rule_id, const char *entity, char *buf, size_t size);
+
+#endif

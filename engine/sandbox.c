@@ -1,0 +1,615 @@
+/*
+ * sandbox.c - owns every contact with the Lua VM that concerns safety: the state, its
+ * allocator, its libraries, its hook and the protected call. rules.c builds the rule API on
+ * top and never calls lua_pcall itself.
+ *
+ * How it holds (see /work/shared/notes/lua-sandbox.md for the threat catalogue):
+ *  - memory: lua_newstate with a capped allocator. Lua 5.4 passes a type tag in osize when
+ *    ptr is NULL, so accounting is used += nsize - (ptr ? osize : 0). A refusal during a call
+ *    sets a host flag, so a rule that catches "not enough memory" with pcall still fails.
+ *  - CPU: a count hook every FP_SANDBOX_HOOK_EVERY instructions charges the budget and checks
+ *    the wall-clock deadline. Once either is exceeded it re-arms itself at count 1 (sticky),
+ *    so every further instruction raises again and pcall cannot swallow it; the host flag is
+ *    the truth. C functions cannot be preempted, hence the pattern guard: find/match/gmatch/
+ *    gsub refuse subjects over 64 KiB and patterns whose estimated cost is too high.
+ *  - reach: only base/table/string/math/utf8 are opened (luaL_requiref, never
+ *    luaL_openlibs). Rules see an allow-listed, sealed globals table through the __index of
+ *    their private _ENV; no load/dofile/loadfile/collectgarbage/debug/os/io/package/
+ *    string.dump/print. rawset refuses sealed tables; setmetatable refuses __gc (a finaliser
+ *    would run inside another rule's call). The shared string metatable is locked and its
+ *    __index is a sealed private copy of string. Chunks load in text mode only.
+ *  - require: resolves lib_dir/<name>.lua only ([A-Za-z0-9_]+), loaded once per state in its
+ *    own env, in text mode, with the caller's budget; its result is sealed and cached.
+ * Invariant kept by callers: the state is used by one thread, and rule code is only entered
+ * through fp_sandbox_pcall (no nesting).
+ */
+#include "sandbox.h"
+
+#include <lauxlib.h>
+#include <lualib.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+struct fp_sandbox_s {
+  lua_State *L;
+  size_t used, cap;
+  int mem_hit;        /* the allocator refused during the current call */
+  uint64_t budget, spent;
+  int64_t deadline_ms, deadline_ns;
+  int over;           /* 0, 1 = instruction budget, 2 = deadline: sticky for the call */
+  int in_call;
+  int globals_ref;    /* the real allow-listed globals table (never reachable from Lua) */
+  int env_mt_ref;     /* metatable shared by every rule env: {__index = globals proxy} */
+  int loaded_ref;     /* require cache: name -> sealed result */
+  char *lib_dir;
+};
+
+static const char locked[] = "locked";
+
+/* ---------------------------------------------------------------------------------------- */
+/* Allocator                                                                                 */
+
+static void *sb_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+  fp_sandbox_t *sb = ud;
+  size_t old = ptr ? osize : 0; /* 5.4: osize is a type tag when ptr == NULL */
+  if (nsize == 0) {
+    free(ptr);
+    sb->used -= old;
+    return NULL;
+  }
+  if (nsize > old && (nsize - old > sb->cap || sb->used + (nsize - old) > sb->cap)) {
+    if (sb->in_call) sb->mem_hit = 1;
+    return NULL;
+  }
+  void *p = realloc(ptr, nsize);
+  if (!p) {
+    if (sb->in_call) sb->mem_hit = 1;
+    return NULL;
+  }
+  sb->used = sb->used - old + nsize;
+  return p;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Hook and protected call                                                                   */
+
+static fp_sandbox_t *sb_of(lua_State *L) {
+  void *ud;
+  lua_getallocf(L, &ud);
+  return ud;
+}
+
+static void sb_hook(lua_State *L, lua_Debug *ar) {
+  (void)ar;
+  fp_sandbox_t *sb = sb_of(L);
+  if (!sb->over) {
+    sb->spent += FP_SANDBOX_HOOK_EVERY;
+    if (sb->spent > sb->budget) sb->over = 1;
+    else if (fp_mono_ns() > sb->deadline_ns) sb->over = 2;
+    else return;
+    lua_sethook(L, sb_hook, LUA_MASKCOUNT, 1); /* sticky: every instruction from now on */
+  }
+  luaL_error(L, sb->over == 1 ? "instruction budget exceeded" : "wall-clock deadline exceeded");
+}
+
+static int sb_msgh(lua_State *L) {
+  const char *msg = lua_tostring(L, 1);
+  if (!msg) msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+  luaL_traceback(L, L, msg, 1);
+  return 1;
+}
+
+/* Copies the first line of a message (the traceback follows a newline) into errstr. */
+static void copy_msg(char *errstr, size_t size, const char *msg) {
+  if (!errstr || !size) return;
+  size_t n = strcspn(msg, "\n");
+  if (n >= size) n = size - 1;
+  memcpy(errstr, msg, n);
+  errstr[n] = '\0';
+}
+
+fp_err_t fp_sandbox_pcall(fp_sandbox_t *sb, int nargs, int nresults, char *errstr,
+                          size_t errstr_size) {
+  lua_State *L = sb->L;
+  int base = lua_gettop(L) - nargs; /* the function */
+  fp_err_t err = FP_OK;
+
+  lua_pushcfunction(L, sb_msgh);
+  lua_insert(L, base);
+  sb->spent = 0;
+  sb->over = 0;
+  sb->mem_hit = 0;
+  sb->deadline_ns = fp_mono_ns() + sb->deadline_ms * 1000000LL;
+  sb->in_call = 1;
+  lua_sethook(L, sb_hook, LUA_MASKCOUNT, FP_SANDBOX_HOOK_EVERY);
+  int rc = lua_pcall(L, nargs, nresults, base);
+  lua_sethook(L, NULL, 0, 0);
+  sb->in_call = 0;
+  lua_remove(L, base);
+
+  if (sb->over) err = FP_ERR_RULE_BUDGET;
+  else if (sb->mem_hit || rc == LUA_ERRMEM) err = FP_ERR_RULE_MEMORY;
+  else if (rc != LUA_OK) err = FP_ERR_RULE_RUNTIME;
+  if (err == FP_OK) return FP_OK;
+
+  if (rc != LUA_OK) {
+    const char *msg = lua_tostring(L, -1);
+    if (err == FP_ERR_RULE_MEMORY && (!msg || !strstr(msg, "memory")))
+      fp_seterr(errstr, errstr_size, err, "not enough memory (%s)", msg ? msg : "?");
+    else
+      copy_msg(errstr, errstr_size, msg ? msg : "(error object is not a string)");
+    lua_pop(L, 1);
+  } else {
+    lua_pop(L, nresults); /* the rule swallowed the error: the flag still wins */
+    fp_seterr(errstr, errstr_size, err, "%s (caught by the rule, still fatal for the call)",
+              err == FP_ERR_RULE_BUDGET
+                  ? (sb->over == 1 ? "instruction budget exceeded" : "wall-clock deadline exceeded")
+                  : "not enough memory");
+  }
+  if (err == FP_ERR_RULE_MEMORY) lua_gc(L, LUA_GCCOLLECT);
+  return err;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Read-only proxies                                                                         */
+
+static int ro_newindex(lua_State *L) {
+  return luaL_error(L, "attempt to modify a read-only table (field '%s')",
+                    lua_type(L, 2) == LUA_TSTRING ? lua_tostring(L, 2) : "?");
+}
+
+/* The real table behind proxy @p idx: its metatable's __index. Pushes it. */
+static void ro_push_real(lua_State *L, int idx) {
+  if (!lua_getmetatable(L, idx)) {
+    lua_pushnil(L);
+    return;
+  }
+  lua_getfield(L, -1, "__index");
+  lua_remove(L, -2);
+}
+
+static int ro_len(lua_State *L) {
+  ro_push_real(L, 1);
+  lua_pushinteger(L, lua_istable(L, -1) ? (lua_Integer)lua_rawlen(L, -1) : 0);
+  return 1;
+}
+
+static int ro_next(lua_State *L) {
+  ro_push_real(L, 1);
+  if (!lua_istable(L, -1)) return 0;
+  lua_pushvalue(L, 2);
+  if (lua_next(L, -2)) return 2;
+  lua_pushnil(L);
+  return 1;
+}
+
+static int ro_pairs(lua_State *L) {
+  lua_pushcfunction(L, ro_next);
+  lua_pushvalue(L, 1);
+  lua_pushnil(L);
+  return 3;
+}
+
+void fp_sandbox_seal(lua_State *L) {
+  lua_createtable(L, 0, 5); /* mt */
+  lua_pushvalue(L, -2);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, ro_newindex);
+  lua_setfield(L, -2, "__newindex");
+  lua_pushcfunction(L, ro_len);
+  lua_setfield(L, -2, "__len");
+  lua_pushcfunction(L, ro_pairs);
+  lua_setfield(L, -2, "__pairs");
+  lua_pushstring(L, locked);
+  lua_setfield(L, -2, "__metatable");
+  lua_createtable(L, 0, 0); /* proxy */
+  lua_insert(L, -2);
+  lua_setmetatable(L, -2);
+  lua_remove(L, -2); /* the real table */
+}
+
+/* Seals the table on top and, first, every table reachable from it (depth-limited). */
+static void seal_deep(lua_State *L, int depth) {
+  if (depth > 8 || !lua_istable(L, -1)) return;
+  if (lua_getmetatable(L, -1)) { /* already sealed (or foreign): leave it */
+    lua_pop(L, 1);
+    return;
+  }
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    if (lua_istable(L, -1)) {
+      lua_pushvalue(L, -2); /* key */
+      lua_insert(L, -2);    /* t k k v */
+      seal_deep(L, depth + 1);
+      lua_rawset(L, -4); /* t[k] = sealed v; updating an existing key during next is allowed */
+    } else {
+      lua_pop(L, 1);
+    }
+  }
+  fp_sandbox_seal(L);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Guarded base functions                                                                    */
+
+static int sb_rawset(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  luaL_checkany(L, 2);
+  luaL_checkany(L, 3);
+  if (lua_getmetatable(L, 1)) {
+    if (lua_getfield(L, -1, "__metatable") != LUA_TNIL)
+      return luaL_error(L, "rawset on a protected table is not allowed");
+    lua_pop(L, 2);
+  }
+  lua_settop(L, 3);
+  lua_rawset(L, 1);
+  return 1;
+}
+
+static int sb_setmetatable(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  if (lua_istable(L, 2) && lua_getfield(L, 2, "__gc") != LUA_TNIL)
+    return luaL_error(L, "__gc metamethods are not allowed in rules");
+  lua_settop(L, 2);
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
+  lua_call(L, 2, 1);
+  return 1;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Pattern guard                                                                             */
+
+/* Skips one single-character class at p[i] (a literal, '.', %x, or a [set]). */
+static size_t skip_class(const char *p, size_t n, size_t i) {
+  if (p[i] == '%') return i + 2 <= n ? i + 2 : n;
+  if (p[i] == '[') {
+    i++;
+    if (i < n && p[i] == '^') i++;
+    do { /* the first ']' of a set is a literal */
+      if (i >= n) return n;
+      if (p[i] == '%') i++;
+      i++;
+    } while (i < n && p[i] != ']');
+    return i < n ? i + 1 : n;
+  }
+  return i + 1;
+}
+
+/*
+ * Estimated worst-case steps of matching @p p against a subject of @p len bytes. Lua's
+ * matcher backtracks: with q items quantified by *, + or -, the worst case grows like
+ * len^q (the `.-.-.-y` and `a-a-a-...b` bombs). One quantified item is linear per start
+ * position and is always allowed; an anchor ('^') saves one factor of len.
+ */
+static double pattern_cost(const char *p, size_t n, size_t len, int can_anchor) {
+  size_t i = 0;
+  int anchored = 0, q = 0;
+  if (can_anchor && n && p[0] == '^') {
+    anchored = 1;
+    i = 1;
+  }
+  while (i < n) {
+    char c = p[i];
+    if (c == '(' || c == ')') {
+      i++;
+      continue;
+    }
+    if (c == '%' && i + 1 < n && p[i + 1] == 'b') {
+      i += 4;
+      continue;
+    }
+    if (c == '%' && i + 1 < n && p[i + 1] == 'f') {
+      i = skip_class(p, n, i + 2);
+      continue;
+    }
+    if (c == '$' && i + 1 == n) break;
+    i = skip_class(p, n, i);
+    if (i < n && (p[i] == '*' || p[i] == '+' || p[i] == '-')) {
+      q++;
+      i++;
+    } else if (i < n && p[i] == '?') {
+      i++;
+    }
+  }
+  if (q <= 1) return 1.0;
+  double e = (double)q - (anchored ? 1.0 : 0.0);
+  return pow((double)(len < 2 ? 2 : len), e);
+}
+
+static void pattern_check(lua_State *L, int is_find, int can_anchor) {
+  size_t len, plen;
+  const char *s = luaL_checklstring(L, 1, &len);
+  const char *p = luaL_checklstring(L, 2, &plen);
+  (void)s;
+  if (is_find && lua_toboolean(L, 4)) return; /* plain find: linear, always allowed */
+  if (len > FP_SANDBOX_MAX_SUBJECT)
+    luaL_error(L, "pattern subject too long (%d bytes, limit %d; use a plain find)", (int)len,
+               FP_SANDBOX_MAX_SUBJECT);
+  if (pattern_cost(p, plen, len, can_anchor) > FP_SANDBOX_MAX_PATTERN_COST)
+    luaL_error(L, "pattern too complex for a %d-byte subject: '%s'", (int)len, p);
+}
+
+static int call_original(lua_State *L) {
+  int n = lua_gettop(L);
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
+  lua_call(L, n, LUA_MULTRET);
+  return lua_gettop(L);
+}
+
+static int g_find(lua_State *L) { pattern_check(L, 1, 1); return call_original(L); }
+static int g_match(lua_State *L) { pattern_check(L, 0, 1); return call_original(L); }
+static int g_gmatch(lua_State *L) { pattern_check(L, 0, 0); return call_original(L); }
+static int g_gsub(lua_State *L) { pattern_check(L, 0, 1); return call_original(L); }
+
+/* ---------------------------------------------------------------------------------------- */
+/* require                                                                                   */
+
+static int sb_require(lua_State *L) {
+  fp_sandbox_t *sb = sb_of(L);
+  size_t n;
+  const char *name = luaL_checklstring(L, 1, &n);
+  if (!sb->lib_dir) return luaL_error(L, "require is not available here");
+  if (n == 0 || n > 64) return luaL_error(L, "module '%s' not found", name);
+  for (size_t i = 0; i < n; i++) {
+    char c = name[i];
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_'))
+      return luaL_error(L, "module '%s' not found (only rules/lib/<name>.lua can be required)", name);
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, sb->loaded_ref);
+  int cache = lua_gettop(L);
+  lua_pushvalue(L, 1);
+  if (lua_rawget(L, cache) != LUA_TNIL) {
+    if (lua_islightuserdata(L, -1)) return luaL_error(L, "require cycle through '%s'", name);
+    return 1;
+  }
+  lua_pop(L, 1);
+
+  char path[4096];
+  snprintf(path, sizeof path, "%s/%s.lua", sb->lib_dir, name);
+  FILE *f = fopen(path, "rb");
+  if (!f) return luaL_error(L, "module '%s' not found (no %s)", name, path);
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  size_t got;
+  char chunk[4096];
+  size_t total = 0;
+  while ((got = fread(chunk, 1, sizeof chunk, f)) > 0) {
+    total += got;
+    if (total > 1024 * 1024) {
+      fclose(f);
+      return luaL_error(L, "module '%s' is larger than 1 MiB", name);
+    }
+    luaL_addlstring(&b, chunk, got);
+  }
+  fclose(f);
+  luaL_pushresult(&b);
+  size_t srclen;
+  const char *src = lua_tolstring(L, -1, &srclen);
+
+  lua_pushvalue(L, 1);
+  lua_pushlightuserdata(L, (void *)sb); /* "loading" marker, catches cycles */
+  lua_rawset(L, cache);
+
+  char chunkname[4200];
+  snprintf(chunkname, sizeof chunkname, "@%s", path);
+  if (luaL_loadbufferx(L, src, srclen, chunkname, "t") != LUA_OK) {
+    lua_pushvalue(L, 1);
+    lua_pushnil(L);
+    lua_rawset(L, cache);
+    return lua_error(L);
+  }
+  fp_sandbox_push_env(sb);
+  if (!lua_setupvalue(L, -2, 1)) lua_pop(L, 1);
+  lua_pushvalue(L, 1);
+  lua_call(L, 1, 1); /* errors propagate to the caller's protected call */
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    lua_pushboolean(L, 1);
+  }
+  seal_deep(L, 0);
+  lua_pushvalue(L, 1);
+  lua_pushvalue(L, -2);
+  lua_rawset(L, cache);
+  return 1;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Construction                                                                              */
+
+/* Opens @p fn as library @p name without making it global; leaves the module on the stack. */
+static void open_lib(lua_State *L, const char *name, lua_CFunction fn) {
+  luaL_requiref(L, name, fn, 0);
+}
+
+/* Copies the fields of the table on top into a new table, except those in @p skip. */
+static void copy_table(lua_State *L, const char *const *skip) {
+  lua_newtable(L);
+  lua_pushnil(L);
+  while (lua_next(L, -3)) {
+    int drop = 0;
+    if (lua_type(L, -2) == LUA_TSTRING)
+      for (size_t i = 0; skip && skip[i]; i++)
+        if (strcmp(lua_tostring(L, -2), skip[i]) == 0) drop = 1;
+    if (drop) {
+      lua_pop(L, 1);
+      continue;
+    }
+    lua_pushvalue(L, -2);
+    lua_insert(L, -2);
+    lua_rawset(L, -4);
+  }
+  lua_remove(L, -2);
+}
+
+static int sb_setup(lua_State *L) {
+  fp_sandbox_t *sb = lua_touserdata(L, 1);
+  static const char *const base_allowed[] = {
+      "assert", "error", "ipairs", "next", "pairs", "pcall", "xpcall", "rawequal", "rawget",
+      "rawlen", "select", "tonumber", "tostring", "type", "getmetatable", "_VERSION", NULL};
+  static const char *const string_skip[] = {"dump", NULL};
+
+  lua_newtable(L); /* globals (real) */
+  int g = lua_gettop(L);
+
+  luaL_requiref(L, LUA_GNAME, luaopen_base, 0);
+  for (size_t i = 0; base_allowed[i]; i++) {
+    lua_getfield(L, -1, base_allowed[i]);
+    lua_setfield(L, g, base_allowed[i]);
+  }
+  lua_pushcfunction(L, sb_rawset);
+  lua_setfield(L, g, "rawset");
+  lua_getfield(L, -1, "setmetatable");
+  lua_pushcclosure(L, sb_setmetatable, 1);
+  lua_setfield(L, g, "setmetatable");
+  lua_pop(L, 1);
+  lua_pushcfunction(L, sb_require);
+  lua_setfield(L, g, "require");
+
+  /* string: a private copy, guarded, without dump; behind the shared string metatable. */
+  open_lib(L, LUA_STRLIBNAME, luaopen_string);
+  copy_table(L, string_skip);
+  static const struct { const char *name; lua_CFunction fn; } guarded[] = {
+      {"find", g_find}, {"match", g_match}, {"gmatch", g_gmatch}, {"gsub", g_gsub}};
+  for (size_t i = 0; i < sizeof guarded / sizeof guarded[0]; i++) {
+    lua_getfield(L, -1, guarded[i].name);
+    lua_pushcclosure(L, guarded[i].fn, 1);
+    lua_setfield(L, -2, guarded[i].name);
+  }
+  fp_sandbox_seal(L);
+  lua_pushliteral(L, "");
+  if (!lua_getmetatable(L, -1)) return luaL_error(L, "no string metatable");
+  lua_pushvalue(L, -3);
+  lua_setfield(L, -2, "__index");
+  lua_pushstring(L, locked);
+  lua_setfield(L, -2, "__metatable");
+  lua_pop(L, 2);
+  lua_setfield(L, g, "string");
+
+  open_lib(L, LUA_TABLIBNAME, luaopen_table);
+  copy_table(L, NULL);
+  fp_sandbox_seal(L);
+  lua_setfield(L, g, "table");
+  open_lib(L, LUA_MATHLIBNAME, luaopen_math);
+  copy_table(L, NULL);
+  fp_sandbox_seal(L);
+  lua_setfield(L, g, "math");
+  open_lib(L, LUA_UTF8LIBNAME, luaopen_utf8);
+  copy_table(L, NULL);
+  fp_sandbox_seal(L);
+  lua_setfield(L, g, "utf8");
+
+  lua_pushvalue(L, g);
+  sb->globals_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+
+  lua_createtable(L, 0, 2); /* env metatable */
+  lua_pushvalue(L, g);
+  fp_sandbox_seal(L);
+  lua_setfield(L, -2, "__index");
+  lua_pushstring(L, locked);
+  lua_setfield(L, -2, "__metatable");
+  sb->env_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+
+  lua_newtable(L);
+  sb->loaded_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  return 0;
+}
+
+fp_sandbox_t *fp_sandbox_new(const fp_sandbox_limits_t *limits, const char *lib_dir,
+                             char *errstr, size_t errstr_size) {
+  fp_sandbox_t *sb = calloc(1, sizeof *sb);
+  if (!sb) goto nomem;
+  sb->cap = limits && limits->mem_bytes ? limits->mem_bytes : 64u * 1024 * 1024;
+  sb->budget = limits && limits->instructions ? limits->instructions : 1000000;
+  sb->deadline_ms = limits && limits->deadline_ms > 0 ? limits->deadline_ms : 250;
+  if (lib_dir && !(sb->lib_dir = strdup(lib_dir))) goto nomem;
+  sb->L = lua_newstate(sb_alloc, sb);
+  if (!sb->L) goto nomem;
+  lua_pushcfunction(sb->L, sb_setup);
+  lua_pushlightuserdata(sb->L, sb);
+  if (lua_pcall(sb->L, 1, 0, 0) != LUA_OK) {
+    fp_seterr(errstr, errstr_size, FP_ERR_NOMEM, "lua sandbox setup failed: %s",
+              lua_tostring(sb->L, -1));
+    fp_sandbox_destroy(sb);
+    return NULL;
+  }
+  return sb;
+nomem:
+  fp_seterr(errstr, errstr_size, FP_ERR_NOMEM, "out of memory creating the Lua sandbox");
+  fp_sandbox_destroy(sb);
+  return NULL;
+}
+
+void fp_sandbox_destroy(fp_sandbox_t *sb) {
+  if (!sb) return;
+  if (sb->L) lua_close(sb->L);
+  free(sb->lib_dir);
+  free(sb);
+}
+
+lua_State *fp_sandbox_lua(fp_sandbox_t *sb) { return sb->L; }
+
+size_t fp_sandbox_mem_used(const fp_sandbox_t *sb) { return sb->used; }
+
+static int add_global_fn(lua_State *L) { /* value, name (light), sb (light) */
+  fp_sandbox_t *sb = lua_touserdata(L, 3);
+  const char *name = lua_touserdata(L, 2);
+  lua_settop(L, 1);
+  seal_deep(L, 0);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, sb->globals_ref);
+  lua_pushvalue(L, 1);
+  lua_setfield(L, -2, name);
+  return 0;
+}
+
+fp_err_t fp_sandbox_add_global(fp_sandbox_t *sb, const char *name) {
+  lua_pushlightuserdata(sb->L, (void *)name);
+  return fp_sandbox_cpcall(sb, add_global_fn, sb, 2, 0, NULL, 0);
+}
+
+void fp_sandbox_push_env(fp_sandbox_t *sb) {
+  lua_State *L = sb->L;
+  lua_createtable(L, 0, 4);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, sb->env_mt_ref);
+  lua_setmetatable(L, -2);
+}
+
+fp_err_t fp_sandbox_load(fp_sandbox_t *sb, const char *buf, size_t len, const char *chunkname,
+                         char *errstr, size_t errstr_size) {
+  lua_State *L = sb->L;
+  sb->in_call = 1;
+  sb->mem_hit = 0;
+  int rc = luaL_loadbufferx(L, buf, len, chunkname, "t");
+  sb->in_call = 0;
+  if (rc != LUA_OK) {
+    copy_msg(errstr, errstr_size, lua_tostring(L, -1) ? lua_tostring(L, -1) : "load failed");
+    lua_pop(L, 2); /* message and env */
+    return rc == LUA_ERRMEM ? FP_ERR_RULE_MEMORY : FP_ERR_RULE_LOAD;
+  }
+  lua_insert(L, -2); /* fn env */
+  if (!lua_setupvalue(L, -2, 1)) lua_pop(L, 1);
+  return FP_OK;
+}
+
+fp_err_t fp_sandbox_cpcall(fp_sandbox_t *sb, lua_CFunction fn, void *ud, int nargs,
+                           int nresults, char *errstr, size_t errstr_size) {
+  lua_State *L = sb->L;
+  if (!lua_checkstack(L, 4)) return fp_seterr(errstr, errstr_size, FP_ERR_RULE_MEMORY, "lua stack");
+  lua_pushcfunction(L, fn);
+  lua_insert(L, -(nargs + 1));
+  lua_pushlightuserdata(L, ud);
+  int rc = lua_pcall(L, nargs + 1, nresults, 0);
+  if (rc == LUA_OK) return FP_OK;
+  copy_msg(errstr, errstr_size, lua_tostring(L, -1) ? lua_tostring(L, -1) : "error");
+  lua_pop(L, 1);
+  if (rc == LUA_ERRMEM) {
+    lua_gc(L, LUA_GCCOLLECT);
+    return FP_ERR_RULE_MEMORY;
+  }
+  return FP_ERR_RULE_RUNTIME;
+}

@@ -1,0 +1,72 @@
+/*
+ * store_int.h - what the store's backends (store_redis.c, store_mem.c) and the modules built
+ * on them (windows in store.c; the lifecycle half) share: the backend vtable, the store
+ * struct, and one door for running a server-side script. Not for other modules.
+ *
+ * A backend knows how to run an embedded Lua script with string arguments and hand back a
+ * flat array of strings; everything about windows, fences and memos is in the script
+ * (store_windows.lua), so the Redis and in-process stores cannot drift apart.
+ */
+#ifndef FP_STORE_INT_H
+#define FP_STORE_INT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "store.h"
+
+/** An embedded server-side script. Identity is the struct's address. */
+typedef struct fp_store_script_s {
+  const char *name; /* for messages, e.g. "store_windows.lua" */
+  const char *text; /* Lua source, NUL-terminated */
+  size_t len;
+} fp_store_script_t;
+
+/** The windows script (generated from engine/store_windows.lua at build time). */
+extern const fp_store_script_t fp_store_windows_script;
+
+/**
+ * A script's reply: a flat array of strings. Borrowed from the backend until its next call
+ * or its destruction. An element may be NULL (a nil/false element).
+ */
+typedef struct fp_store_reply_s {
+  size_t n;
+  const char **str;
+  size_t *len;
+} fp_store_reply_t;
+
+typedef struct fp_store_backend_s {
+  const char *name; /* "redis", "mem" */
+  /**
+   * Runs @p script with ARGV = argv[0..argc) in one round trip, atomically.
+   * @returns FP_OK, FP_ERR_REDIS (retriable), FP_ERR_REDIS_FATAL, or FP_ERR_FATAL (a bug
+   *          in the script itself, in-process).
+   */
+  fp_err_t (*eval)(fp_store_t *st, const fp_store_script_t *script, size_t argc,
+                   const char **argv, const size_t *argvlen, fp_store_reply_t *rep,
+                   char *errstr, size_t errstr_size);
+  void (*destroy)(fp_store_t *st);
+} fp_store_backend_t;
+
+struct fp_store_s {
+  const fp_store_backend_t *be;
+  char *prefix;         /* owned: key namespace */
+  int64_t memo_ttl_ms;  /* memo hash expiry */
+  int64_t fence_ttl_ms; /* fence key expiry (at least the data's) */
+  int64_t lateness_ms;  /* allowed lateness: data retention and "too late" */
+  uint64_t roundtrips;
+  uint64_t memo_misses; /* replayed offsets whose memo had expired (values recomputed) */
+  uint64_t too_late;    /* ops older than the lateness: not applied */
+  /* scratch, reused between calls */
+  const char **argv;
+  size_t *argvlen;
+  size_t *numoff;
+  size_t argc, argcap;
+  char *nums;
+  size_t numlen, numcap;
+};
+
+/** Initialises the common part; @p prefix is copied. @returns FP_OK or FP_ERR_NOMEM. */
+fp_err_t fp_store_init_common(fp_store_t *st, const fp_store_backend_t *be, const char *prefix);
+
+#endif

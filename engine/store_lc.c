@@ -1,0 +1,193 @@
+/*
+ * store_lc.c - owns the C side of the lifecycle half of the store (store_lc.h): argument
+ * marshalling for store_lifecycle.lua and reply parsing. The semantics live in the script,
+ * which both backends run, so the Redis and in-process stores agree by construction.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "store_int.h"
+#include "store_lc.h"
+#include "util.h"
+
+extern const fp_store_script_t fp_store_lifecycle_script;
+
+#define FP_LC_STATE_TTL_MS (7LL * 86400 * 1000)
+
+/* A small argv builder: strings are either borrowed (caller keeps them alive for the call)
+ * or formatted numbers kept in an owned arena. */
+typedef struct {
+  const char **v;
+  size_t *l;
+  size_t n, cap;
+  char (*nums)[24];
+  size_t nn, ncap;
+} lc_args_t;
+
+static int args_add(lc_args_t *a, const char *s, size_t len) {
+  if (a->n == a->cap) {
+    size_t cap = a->cap ? a->cap * 2 : 32;
+    const char **v = realloc(a->v, cap * sizeof(*v));
+    size_t *l;
+    if (!v) return -1;
+    a->v = v;
+    if (!(l = realloc(a->l, cap * sizeof(*l)))) return -1;
+    a->l = l;
+    a->cap = cap;
+  }
+  a->v[a->n] = s;
+  a->l[a->n++] = len;
+  return 0;
+}
+
+static int args_str(lc_args_t *a, const char *s) { return args_add(a, s, strlen(s)); }
+
+static int args_num(lc_args_t *a, int64_t x) {
+  if (a->nn == a->ncap) return -1; /* sized up front: pointers into nums must stay put */
+  snprintf(a->nums[a->nn], sizeof(a->nums[0]), "%lld", (long long)x);
+  return args_str(a, a->nums[a->nn++]);
+}
+
+static int args_init(lc_args_t *a, size_t nnums) {
+  memset(a, 0, sizeof(*a));
+  a->ncap = nnums;
+  a->nums = calloc(nnums ? nnums : 1, sizeof(*a->nums));
+  return a->nums ? 0 : -1;
+}
+
+static void args_free(lc_args_t *a) {
+  free(a->v), free(a->l), free(a->nums);
+}
+
+static fp_err_t run(fp_store_t *s, lc_args_t *a, fp_store_reply_t *rep, char *errstr, size_t es) {
+  return s->be->eval(s, &fp_store_lifecycle_script, a->n, a->v, a->l, rep, errstr, es);
+}
+
+static char *dup_reply(const fp_store_reply_t *rep, size_t i) {
+  char *p;
+  if (i >= rep->n || !rep->str[i]) return NULL;
+  if (!(p = malloc(rep->len[i] + 1))) return NULL;
+  memcpy(p, rep->str[i], rep->len[i]);
+  p[rep->len[i]] = '\0';
+  return p;
+}
+
+fp_err_t fp_store_lc_load(fp_store_t *s, const char *source, const char *const *keys, size_t n,
+                          char **states_out, int64_t *versions_out, int64_t *fence_out,
+                          char *errstr, size_t es) {
+  lc_args_t a;
+  fp_store_reply_t rep;
+  fp_err_t err;
+  if (args_init(&a, 1)) return FP_ERR_NOMEM;
+  if (args_str(&a, "load") || args_str(&a, s->prefix) || args_str(&a, source) ||
+      args_num(&a, (int64_t)n)) {
+    args_free(&a);
+    return FP_ERR_NOMEM;
+  }
+  for (size_t i = 0; i < n; i++)
+    if (args_str(&a, keys[i])) {
+      args_free(&a);
+      return FP_ERR_NOMEM;
+    }
+  err = run(s, &a, &rep, errstr, es);
+  args_free(&a);
+  if (err) return err;
+  if (rep.n != n + 1 || !rep.str[0])
+    return fp_seterr(errstr, es, FP_ERR_FATAL, "store: lifecycle load: malformed reply");
+  *fence_out = strtoll(rep.str[0], NULL, 10);
+  for (size_t i = 0; i < n; i++) {
+    states_out[i] = NULL;
+    versions_out[i] = 0;
+    if (rep.str[i + 1]) {
+      const char *p = rep.str[i + 1], *sp = memchr(p, ' ', rep.len[i + 1]);
+      if (!sp) return fp_seterr(errstr, es, FP_ERR_FATAL, "store: lifecycle state of %s malformed", keys[i]);
+      versions_out[i] = strtoll(p, NULL, 10);
+      size_t len = rep.len[i + 1] - (size_t)(sp + 1 - p);
+      if (!(states_out[i] = malloc(len + 1))) {
+        for (size_t j = 0; j < i; j++) free(states_out[j]);
+        return FP_ERR_NOMEM;
+      }
+      memcpy(states_out[i], sp + 1, len);
+      states_out[i][len] = '\0';
+    }
+  }
+  return FP_OK;
+}
+
+fp_err_t fp_store_lc_memo(fp_store_t *s, const char *source, const int64_t *offsets, size_t n,
+                          char **texts_out, char *errstr, size_t es) {
+  lc_args_t a;
+  fp_store_reply_t rep;
+  fp_err_t err = FP_ERR_NOMEM;
+  if (args_init(&a, n + 1)) return FP_ERR_NOMEM;
+  if (args_str(&a, "memo") || args_str(&a, s->prefix) || args_str(&a, source) ||
+      args_num(&a, (int64_t)n))
+    goto out;
+  for (size_t i = 0; i < n; i++)
+    if (args_num(&a, offsets[i])) goto out;
+  if ((err = run(s, &a, &rep, errstr, es))) goto out;
+  if (rep.n != n) {
+    err = fp_seterr(errstr, es, FP_ERR_FATAL, "store: lifecycle memo: malformed reply");
+    goto out;
+  }
+  for (size_t i = 0; i < n; i++) texts_out[i] = dup_reply(&rep, i);
+out:
+  args_free(&a);
+  return err;
+}
+
+fp_err_t fp_store_lc_commit(fp_store_t *s, const char *source, const char *const *keys,
+                            const int64_t *versions, const char *const *states,
+                            const int64_t *due_ms, size_t n, const int64_t *memo_offsets,
+                            const char *const *memo_texts, size_t nmemo, int64_t fence,
+                            int64_t committed, int *conflict, char *errstr, size_t es) {
+  lc_args_t a;
+  fp_store_reply_t rep;
+  fp_err_t err = FP_ERR_NOMEM;
+  *conflict = 0;
+  if (args_init(&a, 8 + 2 * n + nmemo)) return FP_ERR_NOMEM;
+  if (args_str(&a, "commit") || args_str(&a, s->prefix) || args_str(&a, source) ||
+      args_num(&a, fence) || args_num(&a, committed) || args_num(&a, s->memo_ttl_ms) ||
+      args_num(&a, FP_LC_STATE_TTL_MS) || args_num(&a, (int64_t)n))
+    goto out;
+  for (size_t i = 0; i < n; i++)
+    if (args_str(&a, keys[i]) || args_num(&a, versions[i]) || args_str(&a, states[i]) ||
+        args_num(&a, due_ms[i]))
+      goto out;
+  if (args_num(&a, (int64_t)nmemo)) goto out;
+  for (size_t i = 0; i < nmemo; i++)
+    if (args_num(&a, memo_offsets[i]) || args_str(&a, memo_texts[i])) goto out;
+  if ((err = run(s, &a, &rep, errstr, es))) goto out;
+  if (rep.n >= 1 && rep.str[0] && !strcmp(rep.str[0], "ok")) err = FP_OK;
+  else if (rep.n >= 1 && rep.str[0] && !strcmp(rep.str[0], "conflict")) *conflict = 1;
+  else err = fp_seterr(errstr, es, FP_ERR_FATAL, "store: lifecycle commit: malformed reply");
+out:
+  args_free(&a);
+  return err;
+}
+
+fp_err_t fp_store_lc_due(fp_store_t *s, int64_t now_ms, size_t max, char ***keys_out,
+                         size_t *n_out, char *errstr, size_t es) {
+  lc_args_t a;
+  fp_store_reply_t rep;
+  fp_err_t err = FP_ERR_NOMEM;
+  char **keys = NULL;
+  *keys_out = NULL;
+  *n_out = 0;
+  if (args_init(&a, 2)) return FP_ERR_NOMEM;
+  if (args_str(&a, "due") || args_str(&a, s->prefix) || args_num(&a, now_ms) ||
+      args_num(&a, (int64_t)max))
+    goto out;
+  if ((err = run(s, &a, &rep, errstr, es))) goto out;
+  if (rep.n && !(keys = calloc(rep.n, sizeof(*keys)))) {
+    err = FP_ERR_NOMEM;
+    goto out;
+  }
+  for (size_t i = 0; i < rep.n; i++) keys[i] = dup_reply(&rep, i);
+  *keys_out = keys;
+  *n_out = rep.n;
+out:
+  args_free(&a);
+  return err;
+}

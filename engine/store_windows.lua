@@ -1,0 +1,442 @@
+--[[
+store_windows.lua - the one definition of Flashpoint's event-time windows, fence and memo.
+
+Runs unchanged in two places: inside Redis (EVALSHA, Lua 5.1, redis.call) for the shared
+store, and in a private Lua 5.4 state of the in-process store (store_mem.c), where `redis.call`
+is a small emulation of the commands used below. Keep it to the common subset of Lua 5.1 and
+5.4: no `//`, no goto, no integer-only library calls; every number that goes into a key or a
+reply is formatted with string.format so integer/float subtypes cannot leak into text.
+
+Trusted engine code only (never rule code). Key layout (P = prefix, K = window key, b = bucket
+index = floor(ts_ms / step_ms), computed by the caller in C):
+
+  P:w:K            hash, one per window: h = head (highest bucket applied), lo = lowest bucket
+                   that may hold data, t (and q for BASELINE) = running totals for the head,
+                   and one field per bucket "<b>" = count or sum (COUNT, SUM, TOPK, BASELINE).
+                   DISTINCT keeps only h and lo here.
+  P:wb:K:<b>       DISTINCT: HyperLogLog of bucket b; TOPK: hash term -> count of bucket b.
+  P:fence:S        string: highest offset applied for source S.
+  P:memo:S         hash: "<offset>" -> results of that offset's ops ("v" or "v,mean,sd",
+                   ';'-separated in op order); "_lo" = lowest offset that may still have a field.
+
+Running totals: for COUNT/SUM/TOPK, t = sum of buckets h-n+1..h; for BASELINE, t and q = sum
+and sum of squares of buckets h-n..h-1. Moving the head from h to b touches only the buckets
+that enter or leave, so an op at the head costs O(1) and each bucket is added and removed once.
+Retention: buckets below h-n-L (L = lateness in buckets) are deleted when the head moves, so a
+window's memory is bounded by event time, not only by TTL. An op older than h-L is "too late":
+it is not applied, its value is computed read-only and it is counted.
+
+Within one call every window's state and every bucket read is cached (W), writes are buffered
+and flushed with one HSET/HDEL/PEXPIRE per window at the end, and late-op window sums and
+baseline statistics are memoised per (window, bucket) and patched on later writes.
+
+Protocol (all ARGV, no KEYS; every reply element is a string):
+  apply P S committed memo_ttl fence_ttl lateness_ms nops
+        then nops x (offset kind key n step bucket amount member), kind in c s d t b
+     -> { applied, replayed, recomputed, too_late, "r1;r2;...;rn" }
+  fence P S                 -> { offset or "-1" }
+  topk  P K n step bucket k -> { term, count, term, count, ... } candidates only (every term
+                               whose count reaches the k-th largest); the caller sorts.
+]]
+
+local unpack = unpack or table.unpack
+local call = redis.call
+local ceil, sqrt, min, max = math.ceil, math.sqrt, math.min, math.max
+local CHUNK = 4000 -- variadic arguments per redis.call (Lua 5.1's C stack allows 8000)
+local MEMO_PRUNE_BUDGET = 20000 -- memo offsets examined per call at most
+
+local function fint(x) return string.format('%d', x) end
+
+-- Shortest of %.15g/%.17g that reads back as the same double.
+local function fnum(x)
+  local s = string.format('%.15g', x)
+  if tonumber(s) ~= x then s = string.format('%.17g', x) end
+  return s
+end
+
+local function num(s)
+  if not s then return 0 end
+  return tonumber(s)
+end
+
+-- Variadic command over a long argument list, in chunks (an even CHUNK keeps pairs whole).
+local function callv(cmd, key, args)
+  local i, n = 1, #args
+  while i <= n do
+    local j = min(i + CHUNK - 1, n)
+    call(cmd, key, unpack(args, i, j))
+    i = j + 1
+  end
+end
+
+local function hmget(key, fields)
+  local res, i, n = {}, 1, #fields
+  while i <= n do
+    local j = min(i + CHUNK - 1, n)
+    local r = call('HMGET', key, unpack(fields, i, j))
+    for k = 1, j - i + 1 do res[i + k - 1] = r[k] end
+    i = j + 1
+  end
+  return res
+end
+
+local P = ARGV[2]
+
+------------------------------------------------------------------------------------------
+-- Window state, cached for the duration of one call.
+
+local W, WL = {}, {} -- key -> state; states in first-touch order
+local too_late = 0
+
+local function win(key, kind, n, step, lb)
+  local w = W[key]
+  if w then return w end
+  w = { hk = P .. ':w:' .. key, bk = P .. ':wb:' .. key .. ':', kind = kind, n = n,
+        step = step, lb = lb, v = {}, dirty = {}, del = {}, delk = {}, touched = {}, ws = {}, bs = {},
+        dc = {}, t = 0, q = 0, changed = false }
+  local r = call('HMGET', w.hk, 'h', 'lo', 't', 'q')
+  if r[1] then
+    w.h, w.lo, w.t, w.q = tonumber(r[1]), tonumber(r[2]), num(r[3]), num(r[4])
+    w.slo, w.shi = w.lo, w.h -- stored buckets not yet cached lie in [slo, shi]
+  end
+  W[key] = w
+  WL[#WL + 1] = w
+  return w
+end
+
+-- Makes sure buckets from..to that may be stored are in the cache (one HMGET).
+local function fetch(w, from, to)
+  if not w.slo then return end
+  local a, z = max(from, w.slo), min(to, w.shi)
+  local fields, idx = {}, {}
+  for b = a, z do
+    if w.v[b] == nil then
+      fields[#fields + 1] = fint(b)
+      idx[#idx + 1] = b
+    end
+  end
+  if #fields == 0 then return end
+  local r = hmget(w.hk, fields)
+  for i = 1, #idx do w.v[idx[i]] = num(r[i]) end
+end
+
+local function get(w, b)
+  local x = w.v[b]
+  if x ~= nil then return x end
+  if not w.slo or b < w.slo or b > w.shi then return 0 end
+  fetch(w, b, b)
+  return w.v[b]
+end
+
+local function set(w, b, x)
+  w.v[b] = x
+  w.dirty[b] = true
+  if b < w.lo then w.lo = b end
+end
+
+-- Deletes buckets that no op within the lateness can need any more.
+local function prune(w, oldh)
+  local kf = w.h - w.n - w.lb
+  if w.lo >= kf then return end
+  local keys, fields = (w.kind == 'd' or w.kind == 't'), (w.kind ~= 'd')
+  for b = w.lo, min(kf - 1, oldh) do
+    w.v[b], w.dirty[b], w.touched[b] = nil, nil, nil
+    if keys then w.delk[#w.delk + 1] = w.bk .. fint(b) end
+    if fields then w.del[#w.del + 1] = fint(b) end
+  end
+  w.lo = kf
+  if w.slo and w.slo < kf then w.slo = kf end
+  w.ws, w.bs, w.dc = {}, {}, {}
+end
+
+local function advance(w, b)
+  local n, oh = w.n, w.h
+  if w.kind == 'b' then
+    if b - oh > n then
+      w.t, w.q = 0, 0
+    else
+      fetch(w, oh - n, b - 1)
+      for j = oh, b - 1 do local x = get(w, j); w.t = w.t + x; w.q = w.q + x * x end
+      for j = oh - n, b - n - 1 do local x = get(w, j); w.t = w.t - x; w.q = w.q - x * x end
+    end
+  elseif w.kind ~= 'd' then
+    if b - oh >= n then
+      w.t = 0
+    else
+      fetch(w, oh - n + 1, b - n)
+      for j = oh - n + 1, b - n do w.t = w.t - get(w, j) end
+    end
+  end
+  w.h = b
+  prune(w, oh)
+end
+
+-- Sum of buckets b-n+1..b, memoised per call (kept exact by add_range).
+local function rsum(w, b)
+  if w.h ~= nil and b == w.h then return w.t end
+  local s = w.ws[b]
+  if s then return s end
+  s = 0
+  fetch(w, b - w.n + 1, b)
+  for j = b - w.n + 1, b do s = s + get(w, j) end
+  w.ws[b] = s
+  return s
+end
+
+-- Count, sum and sum of squares of buckets b-n..b-1, memoised per call.
+local function bstats(w, b)
+  if w.h ~= nil and b == w.h then return w.t, w.q end
+  local e = w.bs[b]
+  if not e then
+    local t, q = 0, 0
+    fetch(w, b - w.n, b - 1)
+    for j = b - w.n, b - 1 do local x = get(w, j); t = t + x; q = q + x * x end
+    e = { t, q }
+    w.bs[b] = e
+  end
+  return e[1], e[2]
+end
+
+local function dcount(w, b)
+  local c = w.dc[b]
+  if c then return c end
+  c = 0
+  if w.h ~= nil then
+    local keys = {}
+    for j = max(b - w.n + 1, w.lo), min(b, w.h) do keys[#keys + 1] = w.bk .. fint(j) end
+    if #keys > 0 then c = call('PFCOUNT', unpack(keys)) end
+  end
+  w.dc[b] = c
+  return c
+end
+
+local function baseline_out(v, t, q, n)
+  local mean = t / n
+  local var = (q - t * t / n) / n
+  if var < 0 then var = 0 end
+  return fnum(v) .. ',' .. fnum(mean) .. ',' .. fnum(sqrt(var))
+end
+
+-- Value as of bucket b without changing anything.
+local function peek(w, b)
+  if w.kind == 'b' then
+    if w.h == nil then return baseline_out(0, 0, 0, w.n) end
+    local t, q = bstats(w, b)
+    return baseline_out(get(w, b), t, q, w.n)
+  elseif w.kind == 'd' then
+    return fnum(dcount(w, b))
+  end
+  if w.h == nil then return '0' end
+  return fnum(rsum(w, b))
+end
+
+-- Adds a to bucket b of a COUNT/SUM/TOPK window, keeping t and the memoised sums exact.
+local function add_range(w, b, a)
+  set(w, b, get(w, b) + a)
+  if b > w.h - w.n then w.t = w.t + a end
+  for k, s in pairs(w.ws) do
+    if k >= b and k < b + w.n then w.ws[k] = s + a end
+  end
+end
+
+local function apply(w, b, amount, member)
+  if w.h == nil then
+    w.h, w.lo = b, b
+  elseif b > w.h then
+    advance(w, b)
+  elseif b < w.h - w.lb then
+    too_late = too_late + 1
+    return peek(w, b)
+  end
+  local kind = w.kind
+  if kind == 'c' or kind == 's' then
+    w.changed = true
+    add_range(w, b, kind == 'c' and 1 or amount)
+    return fnum(rsum(w, b))
+  elseif kind == 'b' then
+    w.changed = true
+    local c = get(w, b) + 1
+    set(w, b, c)
+    if b < w.h and b >= w.h - w.n then w.t = w.t + 1; w.q = w.q + 2 * c - 1 end
+    for k, e in pairs(w.bs) do
+      if k > b and k <= b + w.n then e[1] = e[1] + 1; e[2] = e[2] + 2 * c - 1 end
+    end
+    local t, q = bstats(w, b)
+    return baseline_out(c, t, q, w.n)
+  elseif kind == 'd' then
+    w.changed = true
+    if member ~= '' then
+      if call('PFADD', w.bk .. fint(b), member) == 1 then w.dc = {} end
+      w.touched[b] = true
+      if b < w.lo then w.lo = b end
+    end
+    return fnum(dcount(w, b))
+  else -- 't'
+    w.changed = true
+    if member ~= '' then
+      call('HINCRBY', w.bk .. fint(b), member, 1)
+      w.touched[b] = true
+      add_range(w, b, 1)
+    end
+    return fnum(rsum(w, b))
+  end
+end
+
+-- Writes one window's buffered state back; every key written gets its expiry.
+local function flush(w)
+  if not w.changed then return end
+  local ttl = (w.n + 2 + w.lb) * w.step
+  local args = { 'h', fint(w.h), 'lo', fint(w.lo) }
+  if w.kind ~= 'd' then
+    args[#args + 1] = 't'; args[#args + 1] = fnum(w.t)
+  end
+  if w.kind == 'b' then
+    args[#args + 1] = 'q'; args[#args + 1] = fnum(w.q)
+  end
+  for b in pairs(w.dirty) do
+    args[#args + 1] = fint(b); args[#args + 1] = fnum(w.v[b])
+  end
+  callv('HSET', w.hk, args)
+  if #w.del > 0 then callv('HDEL', w.hk, w.del) end
+  local i = 1
+  while i <= #w.delk do
+    local j = min(i + CHUNK - 1, #w.delk)
+    call('DEL', unpack(w.delk, i, j))
+    i = j + 1
+  end
+  call('PEXPIRE', w.hk, ttl)
+  for b in pairs(w.touched) do call('PEXPIRE', w.bk .. fint(b), ttl) end
+  return ttl
+end
+
+local function split(s)
+  local t = {}
+  for p in string.gmatch(s, '[^;]+') do t[#t + 1] = p end
+  return t
+end
+
+------------------------------------------------------------------------------------------
+-- Modes.
+
+local function do_apply()
+  local src = ARGV[3]
+  local committed = tonumber(ARGV[4])
+  local memo_ttl, fence_ttl, lateness = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+  local nops = tonumber(ARGV[8])
+  local fk, mk = P .. ':fence:' .. src, P .. ':memo:' .. src
+  local fence = tonumber(call('GET', fk) or '-1')
+  local outs, memo_new = {}, {}
+  local applied, replayed, recomputed = 0, 0, 0
+  local cur, cur_s, mode, parts, midx = nil, nil, nil, nil, 0
+  local first_new, maxoff = nil, fence
+
+  local function close_offset()
+    if mode == 'a' then
+      memo_new[#memo_new + 1] = cur_s
+      memo_new[#memo_new + 1] = table.concat(parts, ';')
+    end
+  end
+
+  for i = 0, nops - 1 do
+    local a = 9 + i * 8
+    local off_s = ARGV[a]
+    local off = tonumber(off_s)
+    local n, step = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
+    local w = win(ARGV[a + 2], ARGV[a + 1], n, step, ceil(lateness / step))
+    local b = tonumber(ARGV[a + 5])
+    if off ~= cur then
+      close_offset()
+      cur, cur_s, midx = off, off_s, 0
+      if off <= fence then
+        mode = 'r'
+        replayed = replayed + 1
+        local m = call('HGET', mk, off_s)
+        if m then parts = split(m) else parts = {}; recomputed = recomputed + 1 end
+      else
+        mode = 'a'
+        applied = applied + 1
+        parts = {}
+        if not first_new then first_new = off end
+        maxoff = off
+      end
+    end
+    local r
+    if mode == 'r' then
+      midx = midx + 1
+      r = parts[midx]
+      if not r then r = peek(w, b) end
+    else
+      r = apply(w, b, tonumber(ARGV[a + 6]), ARGV[a + 7])
+      parts[#parts + 1] = r
+    end
+    outs[i + 1] = r
+  end
+  close_offset()
+
+  local maxttl = fence_ttl
+  for _, w in ipairs(WL) do
+    local ttl = flush(w)
+    if ttl and ttl > maxttl then maxttl = ttl end
+  end
+  if #memo_new > 0 then
+    callv('HSET', mk, memo_new)
+    call('PEXPIRE', mk, memo_ttl)
+  end
+  if maxoff > fence then call('SET', fk, fint(maxoff), 'PX', maxttl) end
+
+  -- Memo pruning: offsets are dense per partition, so walk from _lo up to the commit point.
+  local lo = call('HGET', mk, '_lo')
+  lo = lo and tonumber(lo) or first_new
+  if lo then
+    local upto = min(committed, maxoff + 1)
+    local stop = min(upto, lo + MEMO_PRUNE_BUDGET)
+    if stop > lo then
+      local f = {}
+      for o = lo, stop - 1 do f[#f + 1] = fint(o) end
+      callv('HDEL', mk, f)
+    else
+      stop = lo
+    end
+    if call('EXISTS', mk) == 1 then call('HSET', mk, '_lo', fint(stop)) end
+  end
+  return { fint(applied), fint(replayed), fint(recomputed), fint(too_late),
+           table.concat(outs, ';') }
+end
+
+local function do_fence()
+  local f = call('GET', P .. ':fence:' .. ARGV[3])
+  return { f or '-1' }
+end
+
+local function do_topk()
+  local key, n, b, k = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[6]), tonumber(ARGV[7])
+  local r = call('HMGET', P .. ':w:' .. key, 'h', 'lo')
+  if not r[1] then return {} end
+  local h, lo = tonumber(r[1]), tonumber(r[2])
+  local acc, terms = {}, {}
+  for j = max(b - n + 1, lo), min(b, h) do
+    local kv = call('HGETALL', P .. ':wb:' .. key .. ':' .. fint(j))
+    for i = 1, #kv, 2 do
+      local t = kv[i]
+      if acc[t] == nil then terms[#terms + 1] = t; acc[t] = 0 end
+      acc[t] = acc[t] + tonumber(kv[i + 1])
+    end
+  end
+  local counts = {}
+  for i = 1, #terms do counts[i] = acc[terms[i]] end
+  table.sort(counts, function(x, y) return x > y end)
+  local th = counts[k] or -1
+  local out = {}
+  for i = 1, #terms do
+    local t = terms[i]
+    if acc[t] >= th then out[#out + 1] = t; out[#out + 1] = fint(acc[t]) end
+  end
+  return out
+end
+
+local mode = ARGV[1]
+if mode == 'apply' then return do_apply()
+elseif mode == 'fence' then return do_fence()
+elseif mode == 'topk' then return do_topk()
+end
+return redis.error_reply('ERR flashpoint store script: unknown mode')
