@@ -16,7 +16,8 @@
  *  - Stage 2 writes the window values into per-rule value tables made at load time (sealed
  *    for the rule, so the hot path allocates nothing) and calls `severity(w, m)`.
  *  - Failures: counted per rule, the first one logged; after `quarantine_after` consecutive
- *    failures the rule is quarantined (logged once) and skipped. A success resets the streak.
+ *    failures the rule is quarantined (logged once) and skipped. A success resets the streak:
+ *    a stage-1 run that did not select, or a stage-2 call that returned a severity.
  * Invariant kept by callers: one thread per rule set; ops passed to stage 2 are those stage 1
  * appended for that hit (spec pointers identify the windows).
  */
@@ -1440,8 +1441,7 @@ fp_err_t fp_rules_select(fp_rules_t *rs, const fp_mention_t *m, int64_t offset,
     h->rule = i;
     h->op_first = first;
     h->op_count = ops->n - first;
-    (*nhits)++;
-    rule_ok(r);
+    (*nhits)++; /* the streak is settled by stage 2 */
     continue;
   fail:
     if (nerrors) (*nerrors)++;

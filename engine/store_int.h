@@ -69,4 +69,10 @@ struct fp_store_s {
 /** Initialises the common part; @p prefix is copied. @returns FP_OK or FP_ERR_NOMEM. */
 fp_err_t fp_store_init_common(fp_store_t *st, const fp_store_backend_t *be, const char *prefix);
 
+/**
+ * Test hook: runs one emulated command ("DBSIZE", or e.g. "PTTL" with a key) in an
+ * in-process store and returns its integer result (-3 if not an integer).
+ */
+long long fp_store_mem_debug_cmd(fp_store_t *st, const char *cmd, const char *arg);
+
 #endif

@@ -241,11 +241,6 @@ err:
   return NULL;
 }
 
-/**
- * Test hook: runs one emulated command (e.g. "PTTL", key) in the in-process store and
- * returns its integer result, or -3 if it is not an integer. For tests only.
- */
-long long fp_store_mem_debug_cmd(fp_store_t *st, const char *cmd, const char *arg);
 long long fp_store_mem_debug_cmd(fp_store_t *st, const char *cmd, const char *arg) {
   fp_store_mem_t *m = (fp_store_mem_t *)st;
   lua_State *L = m->L;

@@ -1,0 +1,203 @@
+/*
+ * test_store_mem.c - the in-process store (unit tier, no Redis): random event-time streams
+ * against the reference model (store_ref.h), fence and memo behaviour, pruning, argument
+ * checks, bucket floors for negative times, bounded memory.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "store.h"
+#include "store_int.h"
+#include "store_ref.h"
+#include "testlib.h"
+
+#define LATENESS_MS 180000
+
+static fp_store_t *new_mem(void) {
+  char err[256];
+  fp_store_t *st = fp_store_mem_new(err, sizeof(err));
+  FPT_CHECK(st != NULL, "fp_store_mem_new: %s", err);
+  if (st) fp_store_set_lateness(st, LATENESS_MS);
+  return st;
+}
+
+static void run_seed(uint64_t seed, int64_t t0) {
+  ref_t r;
+  ref_stream_t s;
+  fp_store_t *st = new_mem();
+  if (!st) return;
+  ref_stream_build(&r, &s, seed, 1500, t0, LATENESS_MS, "m");
+  fp_win_value_t *got = calloc(s.n, sizeof(*got));
+  ref_drive(st, "mentions:0", &s, &r, seed, 40, 0, got);
+  ref_check_topk(st, &r, s.last_ts);
+  FPT_CHECK(fp_store_roundtrips(st) > 0, "round trips counted");
+  free(got);
+  ref_stream_free(&s);
+  ref_free(&r);
+  fp_store_destroy(st);
+}
+
+static void test_random_streams(void) {
+  for (uint64_t seed = 1; seed <= 6; seed++) run_seed(seed, 1764000000000LL + (int64_t)seed * 7919);
+}
+
+static void test_negative_times(void) {
+  run_seed(42, -3 * 3600000LL); /* crosses zero: floor division for negative times */
+}
+
+static fp_win_spec_t count_1m = {FP_WIN_COUNT, 60000, 60000};
+
+static void test_bucket_floor(void) {
+  fp_store_t *st = new_mem();
+  if (!st) return;
+  char err[256];
+  fp_win_op_t ops[3] = {
+      {.offset = 1, .key = "k", .spec = &count_1m, .ts_ms = -1, .amount = 1},
+      {.offset = 2, .key = "k", .spec = &count_1m, .ts_ms = -60000, .amount = 1},
+      {.offset = 3, .key = "k", .spec = &count_1m, .ts_ms = 0, .amount = 1},
+  };
+  fp_store_result_t res;
+  FPT_CHECK(fp_store_apply(st, "s", ops, 3, 0, &res, err, sizeof(err)) == FP_OK, "%s", err);
+  FPT_CHECK_NEAR(ops[0].out.value, 1, 0); /* bucket -1 */
+  FPT_CHECK_NEAR(ops[1].out.value, 2, 0); /* bucket -1 as well */
+  FPT_CHECK_NEAR(ops[2].out.value, 1, 0); /* bucket 0 */
+  fp_store_destroy(st);
+}
+
+static void test_baseline_by_hand(void) {
+  fp_store_t *st = new_mem();
+  if (!st) return;
+  static const fp_win_spec_t sp = {FP_WIN_BASELINE, 4 * 3600000LL, 3600000};
+  /* hours 0..3 get 1, 3, 0, 2 mentions; then one in hour 4 */
+  int per[4] = {1, 3, 0, 2};
+  fp_win_op_t ops[7];
+  size_t n = 0;
+  for (int h = 0; h < 4; h++)
+    for (int k = 0; k < per[h]; k++)
+      ops[n] = (fp_win_op_t){.offset = (int64_t)n, .key = "b", .spec = &sp,
+                             .ts_ms = h * 3600000LL + k, .amount = 1}, n++;
+  ops[n] = (fp_win_op_t){.offset = (int64_t)n, .key = "b", .spec = &sp, .ts_ms = 4 * 3600000LL + 5,
+                         .amount = 1};
+  n++;
+  char err[256];
+  FPT_CHECK(fp_store_apply(st, "s", ops, n, 0, NULL, err, sizeof(err)) == FP_OK, "%s", err);
+  const fp_win_value_t *o = &ops[n - 1].out;
+  double mean = 6.0 / 4, var = (1 + 9 + 0 + 4) / 4.0 - mean * mean;
+  FPT_CHECK_NEAR(o->value, 1, 0);
+  FPT_CHECK_NEAR(o->mean, mean, 1e-12);
+  FPT_CHECK_NEAR(o->stddev, sqrt(var), 1e-12);
+  /* the third mention of hour 1 saw: value 3, before it hour 0 = 1 (and 3 empty hours) */
+  FPT_CHECK_NEAR(ops[3].out.value, 3, 0);
+  FPT_CHECK_NEAR(ops[3].out.mean, 0.25, 1e-12);
+  fp_store_destroy(st);
+}
+
+static void test_fence_and_memo(void) {
+  fp_store_t *st = new_mem();
+  if (!st) return;
+  char err[256];
+  int64_t f = 0;
+  FPT_CHECK(fp_store_fence(st, "p:1", &f, err, sizeof(err)) == FP_OK, "%s", err);
+  FPT_CHECK_EQ_INT(f, -1);
+  fp_win_op_t ops[4] = {
+      {.offset = 10, .key = "c", .spec = &count_1m, .ts_ms = 1000, .amount = 1},
+      {.offset = 10, .key = "c", .spec = &count_1m, .ts_ms = 1000, .amount = 1},
+      {.offset = 11, .key = "c", .spec = &count_1m, .ts_ms = 2000, .amount = 1},
+      {.offset = 12, .key = "c", .spec = &count_1m, .ts_ms = 3000, .amount = 1},
+  };
+  fp_store_result_t res;
+  FPT_CHECK(fp_store_apply(st, "p:1", ops, 3, 0, &res, err, sizeof(err)) == FP_OK, "%s", err);
+  FPT_CHECK_EQ_INT(res.applied, 2);
+  FPT_CHECK_NEAR(ops[2].out.value, 3, 0);
+  FPT_CHECK(fp_store_fence(st, "p:1", &f, err, sizeof(err)) == FP_OK, "%s", err);
+  FPT_CHECK_EQ_INT(f, 11);
+  /* the same batch again: nothing changes, same outs */
+  fp_win_op_t again[4];
+  memcpy(again, ops, sizeof(ops));
+  for (int i = 0; i < 4; i++) again[i].out.value = -1;
+  FPT_CHECK(fp_store_apply(st, "p:1", again, 4, 0, &res, err, sizeof(err)) == FP_OK, "%s", err);
+  FPT_CHECK_EQ_INT(res.applied, 1);
+  FPT_CHECK_EQ_INT(res.replayed, 2);
+  FPT_CHECK_NEAR(again[0].out.value, 1, 0);
+  FPT_CHECK_NEAR(again[1].out.value, 2, 0);
+  FPT_CHECK_NEAR(again[2].out.value, 3, 0);
+  FPT_CHECK_NEAR(again[3].out.value, 4, 0);
+  /* another source is fenced separately */
+  FPT_CHECK(fp_store_apply(st, "p:2", ops, 1, 0, &res, err, sizeof(err)) == FP_OK, "%s", err);
+  FPT_CHECK_NEAR(ops[0].out.value, 5, 0);
+  /* committed = 12 drops the memo of 10 and 11: a replay of 10 is recomputed read-only */
+  FPT_CHECK(fp_store_apply(st, "p:1", again + 3, 1, 12, &res, err, sizeof(err)) == FP_OK, "%s",
+            err);
+  FPT_CHECK_EQ_INT(res.replayed, 1);
+  FPT_CHECK_EQ_INT(res.recomputed, 0);
+  FPT_CHECK(fp_store_apply(st, "p:1", again, 1, 12, &res, err, sizeof(err)) == FP_OK, "%s", err);
+  FPT_CHECK_EQ_INT(res.replayed, 1);
+  FPT_CHECK_EQ_INT(res.recomputed, 1);
+  FPT_CHECK_NEAR(again[0].out.value, 5, 0); /* read-only: the current window, unchanged */
+  FPT_CHECK_EQ_INT(fp_store_memo_misses(st), 1);
+  FPT_CHECK(fp_store_apply(st, "p:1", again, 1, 12, &res, err, sizeof(err)) == FP_OK, "%s", err);
+  FPT_CHECK_NEAR(again[0].out.value, 5, 0); /* still nothing applied */
+  fp_store_destroy(st);
+}
+
+static void test_invalid(void) {
+  fp_store_t *st = new_mem();
+  if (!st) return;
+  char err[256];
+  fp_win_spec_t bad = {FP_WIN_COUNT, 90000, 60000};
+  fp_win_op_t ops[2] = {
+      {.offset = 2, .key = "c", .spec = &count_1m, .ts_ms = 1, .amount = 1},
+      {.offset = 1, .key = "c", .spec = &count_1m, .ts_ms = 1, .amount = 1},
+  };
+  FPT_CHECK(fp_store_apply(st, "s", ops, 2, 0, NULL, err, sizeof(err)) == FP_ERR_INVALID_ARG,
+            "descending offsets refused");
+  ops[0].spec = &bad;
+  FPT_CHECK(fp_store_apply(st, "s", ops, 1, 0, NULL, err, sizeof(err)) == FP_ERR_INVALID_ARG,
+            "size not a multiple of step refused");
+  ops[0].spec = &count_1m;
+  ops[0].amount = NAN;
+  FPT_CHECK(fp_store_apply(st, "s", ops, 1, 0, NULL, err, sizeof(err)) == FP_ERR_INVALID_ARG,
+            "NaN refused");
+  FPT_CHECK(fp_store_apply(st, "s", ops, 0, 0, NULL, err, sizeof(err)) == FP_OK, "empty batch");
+  fp_store_destroy(NULL);
+  fp_store_destroy(st);
+}
+
+static void test_bounded_memory(void) {
+  fp_store_t *st = new_mem();
+  if (!st) return;
+  static const fp_win_spec_t tk = {FP_WIN_TOPK, 10 * 60000, 60000};
+  static const fp_win_spec_t dk = {FP_WIN_DISTINCT, 10 * 60000, 60000};
+  static const fp_win_spec_t sk = {FP_WIN_SUM, 10 * 60000, 60000};
+  enum { N = 3000 };
+  fp_win_op_t *ops = calloc(N, sizeof(*ops));
+  char (*m)[16] = calloc(N, sizeof(*m));
+  for (int i = 0; i < N; i++) {
+    snprintf(m[i], sizeof(m[i]), "x%d", i % 37);
+    const fp_win_spec_t *sp = i % 3 == 0 ? &tk : i % 3 == 1 ? &dk : &sk;
+    ops[i] = (fp_win_op_t){.offset = i, .key = i % 3 == 0 ? "wt" : i % 3 == 1 ? "wd" : "ws", .spec = sp, .ts_ms = (int64_t)i * 20000,
+                           .amount = 2, .member = m[i]};
+  }
+  char err[256];
+  for (int i = 0; i < N; i += 100)
+    FPT_CHECK(fp_store_apply(st, "s", ops + i, 100, i, NULL, err, sizeof(err)) == FP_OK, "%s",
+              err);
+  /* per window: the window hash plus <= n+L+1 bucket keys (TOPK, DISTINCT); fence, memo */
+  long long keys = fp_store_mem_debug_cmd(st, "DBSIZE", NULL);
+  FPT_CHECK(keys > 0 && keys < 60, "keys after 1000 minutes of data: %lld", keys);
+  free(ops);
+  free(m);
+  fp_store_destroy(st);
+}
+
+int main(void) {
+  fpt_run("random_streams", test_random_streams);
+  fpt_run("negative_times", test_negative_times);
+  fpt_run("bucket_floor", test_bucket_floor);
+  fpt_run("baseline_by_hand", test_baseline_by_hand);
+  fpt_run("fence_and_memo", test_fence_and_memo);
+  fpt_run("invalid", test_invalid);
+  fpt_run("bounded_memory", test_bounded_memory);
+  return fpt_done();
+}
