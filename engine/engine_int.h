@@ -65,6 +65,7 @@ typedef struct fp_worker_s {
   fp_rules_t *rules;     /* owned, worker thread only */
   fp_store_t *store;     /* owned, worker thread only */
   struct fp_batch_s *batch; /* owned scratch space */
+  int64_t last_sweep_ns;    /* when this worker last looked for due incidents */
 } fp_worker_t;
 
 typedef struct fp_engine_stats_s {

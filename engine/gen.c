@@ -130,6 +130,22 @@ static const char *const neg_texts[] = {
     "%s recall now, this is dangerous",
 };
 
+/* Writes @p tpl with every "%s" replaced by @p brand (templates are data, not formats). */
+static void fill_template(char *out, size_t size, const char *tpl, const char *brand) {
+  size_t o = 0, bl = strlen(brand);
+  for (const char *p = tpl; *p && o + 1 < size; p++) {
+    if (p[0] == '%' && p[1] == 's') {
+      size_t n = bl < size - 1 - o ? bl : size - 1 - o;
+      memcpy(out + o, brand, n);
+      o += n;
+      p++;
+    } else {
+      out[o++] = *p;
+    }
+  }
+  out[o] = '\0';
+}
+
 static char *make_mention(fp_gen_t *g, int brand, int crisis, int64_t t) {
   json_t *o;
   char text[256], id[96], author[32];
@@ -151,7 +167,8 @@ static char *make_mention(fp_gen_t *g, int brand, int crisis, int64_t t) {
   negative = c ? 1 : unif(g) < 0.08;
   sentiment = negative ? -0.4 - 0.6 * unif(g) : -0.2 + 1.1 * unif(g);
   if (sentiment > 1) sentiment = 1;
-  snprintf(text, sizeof(text), negative ? neg_texts[rnd(g) % 6] : pos_texts[rnd(g) % 6], g->brands[brand]);
+  fill_template(text, sizeof(text), negative ? neg_texts[rnd(g) % 6] : pos_texts[rnd(g) % 6],
+                g->brands[brand]);
 
   o = json_pack("{s:s,s:s,s:s,s:[s],s:{s:s,s:I,s:b},s:s,s:s,s:I,s:f,s:{s:I,s:I,s:I}}", "id", id,
                 "platform", (rnd(g) & 1) ? "x" : "threads", "brand", g->brands[brand], "entities",

@@ -166,34 +166,53 @@ static int emit(fp_lc_state_t *st, const fp_lc_signal_t *sig, const char *status
   return 1;
 }
 
+/* Resolves an open incident that has been quiet for resolve_after, at the moment it became
+ * due (not when we noticed): the event is the same whichever signal or sweep finds it. */
+static int resolve_if_due(fp_lc_state_t *st, const fp_lc_signal_t *sig, json_t *out) {
+  int64_t due = st->last_signal_ms + sig->rule->resolve_after_ms;
+  fp_lc_signal_t at_due;
+  if (!st->open || sig->at_ms < due) return 0;
+  at_due = *sig;
+  at_due.at_ms = due;
+  at_due.values = NULL; /* the window values of a later mention say nothing about the end */
+  at_due.nvalues = 0;
+  st->open = 0;
+  st->resolved_ms = due;
+  emit(st, &at_due, "resolved", st->severity, out);
+  json_array_append_new(out, summary_new(st, &at_due));
+  st->seq++;
+  return 2;
+}
+
 int fp_lc_step(fp_lc_state_t *st, const fp_lc_params_t *p, const fp_lc_signal_t *sig,
                json_t *out) {
   int64_t t = sig->at_ms;
+  int n = resolve_if_due(st, sig, out);
   fp_sev_t s = sig->sev, prev = st->severity;
 
-  if (sig->mention && s != FP_SEV_NONE) {
-    if (!st->open && !(st->resolved_ms && t - st->resolved_ms <= p->grace_ms)) {
-      /* a new crisis: fresh identity and evidence */
-      uint64_t h = FP_FNV_INIT;
-      char tbuf[24];
-      memset(st, 0, sizeof(*st));
-      h = fp_fnv1a(h, sig->rule->id, strlen(sig->rule->id) + 1);
-      h = fp_fnv1a(h, sig->entity, strlen(sig->entity) + 1);
-      snprintf(tbuf, sizeof(tbuf), "%" PRId64, t);
-      h = fp_fnv1a(h, tbuf, strlen(tbuf));
-      snprintf(st->incident_id, sizeof(st->incident_id), "%016" PRIx64, h);
-      st->first_ms = t;
-    }
-    st->mentions++;
-    st->reach += sig->mention->followers;
-    if (t > st->last_ms) st->last_ms = t;
-    if (sig->values && sig->nvalues && sig->values[0].out.value > st->peak_value)
-      st->peak_value = sig->values[0].out.value;
-    sample_offer(st, p, sig->mention);
+  if (!sig->mention || s == FP_SEV_NONE) return n; /* a sweep, or no signal */
+
+  if (!st->open && !(st->resolved_ms && t - st->resolved_ms <= p->grace_ms)) {
+    /* a new crisis: fresh identity and evidence */
+    uint64_t h = FP_FNV_INIT;
+    char tbuf[24];
+    memset(st, 0, sizeof(*st));
+    h = fp_fnv1a(h, sig->rule->id, strlen(sig->rule->id) + 1);
+    h = fp_fnv1a(h, sig->entity, strlen(sig->entity) + 1);
+    snprintf(tbuf, sizeof(tbuf), "%" PRId64, t);
+    h = fp_fnv1a(h, tbuf, strlen(tbuf));
+    snprintf(st->incident_id, sizeof(st->incident_id), "%016" PRIx64, h);
+    st->first_ms = t;
+    prev = FP_SEV_NONE;
   }
+  st->mentions++;
+  st->reach += sig->mention->followers;
+  if (t > st->last_ms) st->last_ms = t;
+  if (sig->values && sig->nvalues && sig->values[0].out.value > st->peak_value)
+    st->peak_value = sig->values[0].out.value;
+  sample_offer(st, p, sig->mention);
 
   if (!st->open) {
-    if (s == FP_SEV_NONE) return 0;
     int reopen = st->resolved_ms != 0;
     st->open = 1;
     st->severity = s;
@@ -202,48 +221,34 @@ int fp_lc_step(fp_lc_state_t *st, const fp_lc_params_t *p, const fp_lc_signal_t 
     st->lower_since_ms = 0;
     if (!reopen) st->opened_ms = t;
     st->resolved_ms = 0;
-    return emit(st, sig, reopen ? "reopened" : "opened", reopen ? FP_SEV_NONE : FP_SEV_NONE, out);
+    return n + emit(st, sig, reopen ? "reopened" : "opened", FP_SEV_NONE, out);
   }
-
+  st->last_signal_ms = t;
   if (s > st->severity) {
     st->severity = s;
     if (s > st->peak) st->peak = s;
-    st->sev_since_ms = st->last_signal_ms = t;
+    st->sev_since_ms = t;
     st->lower_since_ms = 0;
-    return emit(st, sig, "escalated", prev, out);
+    return n + emit(st, sig, "escalated", prev, out);
   }
   if (s == st->severity) {
-    st->last_signal_ms = t;
     st->lower_since_ms = 0;
-    return 0;
+    return n;
   }
-  if (s != FP_SEV_NONE) { /* lower, but still a signal */
-    st->last_signal_ms = t;
-    if (!st->lower_since_ms) {
-      st->lower_since_ms = t;
-      st->lower_sev = s;
-    } else if (s > st->lower_sev) {
-      st->lower_sev = s;
-    }
-    if (t - st->lower_since_ms >= p->hold_ms && t - st->sev_since_ms >= p->hold_ms) {
-      st->severity = st->lower_sev;
-      st->sev_since_ms = t;
-      st->lower_since_ms = 0;
-      return emit(st, sig, "deescalated", prev, out);
-    }
-    return 0;
+  /* lower, but still a signal: de-escalate once it has lasted the hold (hysteresis) */
+  if (!st->lower_since_ms) {
+    st->lower_since_ms = t;
+    st->lower_sev = s;
+  } else if (s > st->lower_sev) {
+    st->lower_sev = s;
   }
-  /* no signal: resolve once quiet for resolve_after */
-  if (t - st->last_signal_ms >= sig->rule->resolve_after_ms) {
-    int n;
-    st->open = 0;
-    st->resolved_ms = t;
-    n = emit(st, sig, "resolved", prev, out);
-    json_array_append_new(out, summary_new(st, sig));
-    st->seq++;
-    return n + 1;
+  if (t - st->lower_since_ms >= p->hold_ms && t - st->sev_since_ms >= p->hold_ms) {
+    st->severity = st->lower_sev;
+    st->sev_since_ms = t;
+    st->lower_since_ms = 0;
+    return n + emit(st, sig, "deescalated", prev, out);
   }
-  return 0;
+  return n;
 }
 
 const char *fp_lc_route(const fp_rule_info_t *rule, fp_sev_t sev, const char *def) {

@@ -1272,8 +1272,13 @@ static fp_err_t rule_ops(fp_rules_t *rs, rule_t *r, const fp_mention_t *m, int m
   char kbuf[512], nbuf[64];
   for (size_t w = 0; w < r->info.nwindows; w++) {
     const fp_rule_window_t *win = &r->info.windows[w];
-    int klen = snprintf(kbuf, sizeof kbuf, "%s|%s|%s", r->info.id, entity, win->name);
-    char *key = opvec_strdup(ops, kbuf, (size_t)klen);
+    size_t li = strlen(r->info.id), le = strlen(entity), lw = strlen(win->name);
+    memcpy(kbuf, r->info.id, li); /* id <= 64, entity <= 127, name <= 32: fits */
+    kbuf[li] = '|';
+    memcpy(kbuf + li + 1, entity, le);
+    kbuf[li + 1 + le] = '|';
+    memcpy(kbuf + li + 2 + le, win->name, lw);
+    char *key = opvec_strdup(ops, kbuf, li + 2 + le + lw);
     if (!key) return fp_seterr(msg, size, FP_ERR_NOMEM, "out of memory");
     double amount = 1;
     const char *member = NULL;

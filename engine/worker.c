@@ -25,6 +25,7 @@
 #include "lifecycle.h"
 #include "log.h"
 #include "mention.h"
+#include "store_lc.h"
 #include "util.h"
 
 typedef struct fp_batch_s {
@@ -238,6 +239,58 @@ static int run_abandoned(fp_worker_t *w, fp_part_t *p) {
   return atomic_load(&p->revoked) == 2 || atomic_load(&w->e->fatal) || atomic_load(&w->e->stop);
 }
 
+/*
+ * Sweeps: an open incident whose entity falls silent must still resolve. At most once a
+ * second, the worker asks the store for incidents due by this partition's watermark and
+ * appends a "time passes" signal for each at the run's last offset, so the resolution is
+ * fenced and memoised with that offset like any other lifecycle step. The resolution itself
+ * is dated at the due time (lifecycle.c), so it does not matter which worker finds it.
+ * @returns the new signal count.
+ */
+static size_t add_sweeps(fp_worker_t *w, fp_part_t *p, size_t nsig, int64_t last_offset,
+                         char ***keys_out, size_t *nkeys_out) {
+  fp_batch_t *b = w->batch;
+  int64_t now = fp_mono_ns(), wm = atomic_load(&p->max_event_ms);
+  char errbuf[256], **keys = NULL;
+  size_t n = 0;
+
+  if (wm == INT64_MIN || now - w->last_sweep_ns < 1000000000LL) return nsig;
+  w->last_sweep_ns = now;
+  if (fp_store_lc_due(w->store, wm, 64, &keys, &n, errbuf, sizeof(errbuf)) != FP_OK) {
+    fp_log_once(FP_LOG_WARN, "incidents", "listing due incidents failed: %s", errbuf);
+    return nsig;
+  }
+  if (n && hits_reserve(b, nsig + n) != FP_OK) n = 0;
+  for (size_t i = 0; i < n; i++) {
+    const fp_rule_info_t *ri = NULL;
+    char *bar = keys[i] ? strchr(keys[i], '|') : NULL;
+    if (!bar) continue;
+    *bar = '\0';
+    for (size_t r = 0; r < fp_rules_count(w->rules) && !ri; r++)
+      if (!strcmp(fp_rules_info(w->rules, r)->id, keys[i])) ri = fp_rules_info(w->rules, r);
+    *bar = '|';
+    if (!ri) {
+      fp_log_once(FP_LOG_WARN, "incidents", "open incident %s belongs to a rule that is no longer "
+                  "loaded; it stays open until the rule returns", keys[i]);
+      continue;
+    }
+    fp_inc_signal_t *s = &b->sigs[nsig++];
+    memset(s, 0, sizeof(*s));
+    s->offset = last_offset;
+    s->sig.sev = FP_SEV_NONE;
+    s->sig.at_ms = wm;
+    s->sig.rule = ri;
+    s->sig.entity = bar + 1;
+  }
+  *keys_out = keys;
+  *nkeys_out = n ? n : 0;
+  if (!n) {
+    free(keys);
+    *keys_out = NULL;
+  }
+  return nsig;
+}
+
 /* Processes k messages of partition p (in offset order). */
 static void process_run(fp_worker_t *w, fp_part_t *p, size_t k) {
   fp_engine_t *e = w->e;
@@ -250,10 +303,13 @@ static void process_run(fp_worker_t *w, fp_part_t *p, size_t k) {
   int64_t committed = atomic_load(&p->committed);
   uint64_t ndlq = 0, nlate = 0, ndecoded = 0;
   unsigned nerrors = 0;
-  fp_store_result_t res = {0, 0};
+  char **sweep_keys = NULL;
+  size_t nsweep = 0;
+  fp_store_result_t res;
   fp_lc_params_t lcp = {0, e->conf->incident_hold_ms, e->conf->incident_grace_ms,
                         (size_t)e->conf->incident_samples};
 
+  memset(&res, 0, sizeof(res));
   if (atomic_load(&p->revoked)) goto release; /* not ours any more: the next owner replays */
 
   fp_opvec_reset(&b->ops);
@@ -329,6 +385,7 @@ static void process_run(fp_worker_t *w, fp_part_t *p, size_t k) {
     s->sig.nvalues = hit->op_count;
   }
   atomic_fetch_add(&e->stats.rule_errors, nerrors);
+  nsig = add_sweeps(w, p, nsig, last_offset, &sweep_keys, &nsweep);
   for (attempt = 0;; attempt++) {
     fp_outvec_reset(&b->out);
     err = fp_incidents_apply(w->store, p->source, &lcp, b->sigs, nsig, last_offset, committed,
@@ -382,6 +439,8 @@ fatal:
   fp_log(FP_LOG_ERROR, "store", "fatal state store error: %s", errbuf);
   atomic_store(&e->fatal, 1);
 release:
+  for (size_t i = 0; i < nsweep; i++) free(sweep_keys[i]);
+  free(sweep_keys);
   for (size_t i = 0; i < k; i++) {
     if (b->mrefs[i]) fp_rules_release(w->rules, b->mrefs[i]);
     b->mrefs[i] = 0;

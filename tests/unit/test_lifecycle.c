@@ -81,9 +81,12 @@ static void test_growing_crisis(void) {
   json_t *esc = json_array_get(ev, 2);
   FPT_CHECK_EQ_STR(json_string_value(json_object_get(esc, "severity")), "sev1");
   FPT_CHECK_EQ_STR(json_string_value(json_object_get(esc, "previous_severity")), "sev3");
-  /* post-mortem numbers: opened at minute 1 (first signal minute 1), resolved at 36 */
+  /* post-mortem numbers: opened at minute 1 (first signal minute 1); the last signal at
+   * minute 5 makes it due at minute 35, which is when it resolves, whoever notices */
   json_t *sum = json_object_get(json_array_get(ev, 4), "summary");
-  FPT_CHECK_EQ_INT(json_integer_value(json_object_get(sum, "duration_ms")), 35 * MIN);
+  FPT_CHECK_EQ_INT(json_integer_value(json_object_get(sum, "duration_ms")), 34 * MIN);
+  FPT_CHECK_EQ_STR(json_string_value(json_object_get(json_array_get(ev, 3), "event_time")),
+                   "2026-11-25T10:35:00.000Z");
   FPT_CHECK_EQ_INT(json_integer_value(json_object_get(sum, "time_to_detect_ms")), 0);
   FPT_CHECK_EQ_STR(json_string_value(json_object_get(sum, "peak_severity")), "sev1");
   FPT_CHECK_EQ_INT(json_integer_value(json_object_get(sum, "mentions")), 5);
@@ -170,6 +173,33 @@ static void test_state_roundtrip_and_determinism(void) {
   json_decref(ev2);
 }
 
+static void test_sweep_resolves_at_due_time(void) {
+  fp_lc_state_t st, st2;
+  json_t *ev = json_array(), *ev2 = json_array();
+  fp_lc_signal_t sweep;
+  char *a, *b;
+  memset(&st, 0, sizeof(st));
+  setup_rule();
+  step(&st, 0, FP_SEV3, ev, 1, -0.5);
+  memcpy(&st2, &st, sizeof(st));
+  /* a sweep before the due time does nothing; one after resolves at the due time */
+  sweep = (fp_lc_signal_t){FP_SEV_NONE, T0 + 10 * MIN, NULL, &rule, "acme", NULL, 0, NULL, 0};
+  FPT_CHECK_EQ_INT(fp_lc_step(&st, &params, &sweep, ev), 0);
+  sweep.at_ms = T0 + 47 * MIN;
+  FPT_CHECK_EQ_INT(fp_lc_step(&st, &params, &sweep, ev), 2);
+  /* the same resolution found by a later mention instead is byte-identical */
+  step(&st2, 52, FP_SEV_NONE, ev2, 1, -0.5);
+  FPT_CHECK_EQ_INT(json_array_size(ev), 3);
+  FPT_CHECK_EQ_INT(json_array_size(ev2), 2);
+  a = json_dumps(json_array_get(ev, 1), JSON_COMPACT | JSON_SORT_KEYS);
+  b = json_dumps(json_array_get(ev2, 0), JSON_COMPACT | JSON_SORT_KEYS);
+  FPT_CHECK(a && b && strcmp(a, b) == 0, "resolution independent of who finds it");
+  FPT_CHECK_EQ_STR(json_string_value(json_object_get(json_array_get(ev, 1), "event_time")),
+                   "2026-11-25T10:30:00.000Z");
+  free(a), free(b);
+  json_decref(ev), json_decref(ev2);
+}
+
 static void test_route(void) {
   setup_rule();
   FPT_CHECK_EQ_STR(fp_lc_route(&rule, FP_SEV1, "incidents"), "incidents");
@@ -183,6 +213,7 @@ int main(void) {
   fpt_run("no flapping", test_no_flapping);
   fpt_run("grace re-open and new incident", test_grace_reopen_and_new_incident);
   fpt_run("state round trip and determinism", test_state_roundtrip_and_determinism);
+  fpt_run("sweep resolves at the due time", test_sweep_resolves_at_due_time);
   fpt_run("routing", test_route);
   return fpt_done();
 }

@@ -22,12 +22,13 @@ static fp_store_t *new_mem(void) {
   return st;
 }
 
-static void run_seed(uint64_t seed, int64_t t0) {
+static void run_seed_late(uint64_t seed, int64_t t0, int64_t lateness_ms) {
   ref_t r;
   ref_stream_t s;
   fp_store_t *st = new_mem();
   if (!st) return;
-  ref_stream_build(&r, &s, seed, 1500, t0, LATENESS_MS, "m");
+  fp_store_set_lateness(st, lateness_ms);
+  ref_stream_build(&r, &s, seed, 1500, t0, lateness_ms, "m");
   fp_win_value_t *got = calloc(s.n, sizeof(*got));
   ref_drive(st, "mentions:0", &s, &r, seed, 40, 0, got);
   ref_check_topk(st, &r, s.last_ts);
@@ -36,6 +37,13 @@ static void run_seed(uint64_t seed, int64_t t0) {
   ref_stream_free(&s);
   ref_free(&r);
   fp_store_destroy(st);
+}
+
+static void run_seed(uint64_t seed, int64_t t0) { run_seed_late(seed, t0, LATENESS_MS); }
+
+/* Lateness longer than the windows: late ops land anywhere in (and before) the window. */
+static void test_long_lateness(void) {
+  for (uint64_t seed = 21; seed <= 23; seed++) run_seed_late(seed, 1764000000000LL, 5400000);
 }
 
 static void test_random_streams(void) {
@@ -194,6 +202,7 @@ static void test_bounded_memory(void) {
 int main(void) {
   fpt_run("random_streams", test_random_streams);
   fpt_run("negative_times", test_negative_times);
+  fpt_run("long_lateness", test_long_lateness);
   fpt_run("bucket_floor", test_bucket_floor);
   fpt_run("baseline_by_hand", test_baseline_by_hand);
   fpt_run("fence_and_memo", test_fence_and_memo);

@@ -1,0 +1,244 @@
+/*
+ * test_store_redis.c - the Redis store against a real redis-server (redis tier): random
+ * event-time streams vs the reference model (../unit/store_ref.h), fence and memo on
+ * overlapping batches, top-k, TTL on every key, memo pruning, NOSCRIPT, a killed and
+ * restarted server, fatal errors (NOAUTH, OOM), and identical results from the in-process
+ * store for the same ops.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../unit/store_ref.h"
+#include "store.h"
+#include "testlib.h"
+
+#define LATENESS_MS 180000
+
+static char prefix[64];
+
+static fp_store_t *new_redis_pw(const char *case_name, const char *password, char *err,
+                                size_t errsize) {
+  snprintf(prefix, sizeof(prefix), "fpt%d-%s", (int)getpid(), case_name);
+  fp_store_redis_conf_t conf = {.host = fpt_redis_host(), .port = fpt_redis_port(),
+                                .password = password, .prefix = prefix,
+                                .connect_timeout_ms = 1000, .command_timeout_ms = 5000,
+                                .memo_ttl_ms = 3600000, .lateness_ms = LATENESS_MS};
+  if (!conf.host || conf.port <= 0) return NULL;
+  return fp_store_redis_new(&conf, err, errsize);
+}
+
+static fp_store_t *new_redis(const char *case_name) {
+  char err[256];
+  fp_store_t *st = new_redis_pw(case_name, NULL, err, sizeof(err));
+  FPT_CHECK(st != NULL, "fp_store_redis_new: %s", err);
+  return st;
+}
+
+static fp_store_t *new_mem(void) {
+  char err[256];
+  fp_store_t *st = fp_store_mem_new(err, sizeof(err));
+  FPT_CHECK(st != NULL, "fp_store_mem_new: %s", err);
+  if (st) fp_store_set_lateness(st, LATENESS_MS);
+  return st;
+}
+
+/* Every key under the current prefix has a TTL; @returns how many keys were seen. */
+static size_t check_ttls(redisContext *c) {
+  char pattern[80];
+  snprintf(pattern, sizeof(pattern), "%s:*", prefix);
+  size_t n = 0, nottl = 0;
+  char cursor[32] = "0";
+  do {
+    redisReply *r = fpt_redis_cmd(c, "SCAN %s MATCH %s COUNT 1000", cursor, pattern);
+    if (!FPT_CHECK(r && r->type == REDIS_REPLY_ARRAY && r->elements == 2, "SCAN")) {
+      if (r) freeReplyObject(r);
+      return n;
+    }
+    snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
+    for (size_t i = 0; i < r->element[1]->elements; i++) {
+      const char *k = r->element[1]->element[i]->str;
+      redisReply *t = fpt_redis_cmd(c, "PTTL %s", k);
+      n++;
+      if (!t || t->type != REDIS_REPLY_INTEGER || t->integer <= 0) {
+        if (nottl++ < 5) FPT_CHECK(0, "key %s has no TTL (%lld)", k, t ? t->integer : -99);
+      }
+      if (t) freeReplyObject(t);
+    }
+    freeReplyObject(r);
+  } while (strcmp(cursor, "0") != 0);
+  FPT_CHECK(nottl == 0, "%zu of %zu keys without TTL", nottl, n);
+  return n;
+}
+
+static void run_seed(uint64_t seed, int64_t t0) {
+  ref_t r;
+  ref_stream_t s;
+  char name[32];
+  snprintf(name, sizeof(name), "seed%llu", (unsigned long long)seed);
+  fp_store_t *st = new_redis(name), *mem = new_mem();
+  redisContext *c = fpt_redis_connect();
+  if (!st || !mem || !c) goto out;
+  ref_stream_build(&r, &s, seed, 2000, t0, LATENESS_MS, "r");
+  fp_win_value_t *got = calloc(s.n, sizeof(*got)), *gotm = calloc(s.n, sizeof(*gotm));
+  uint64_t rt0 = fp_store_roundtrips(st);
+  ref_drive(st, "mentions:3", &s, &r, seed, 300, 1, got);
+  fpt_note("seed %llu: %zu ops, %llu round trips, %zu too late", (unsigned long long)seed, s.n,
+           (unsigned long long)(fp_store_roundtrips(st) - rt0), r.too_late);
+  ref_check_topk(st, &r, s.last_ts);
+  /* the in-process store, same ops, same batches: identical outs (DISTINCT: HLL vs exact) */
+  ref_drive(mem, "mentions:3", &s, &r, seed, 300, 0, gotm);
+  size_t differ = 0;
+  for (size_t i = 0; i < s.n; i++) {
+    int d = s.ops[i].spec->kind == FP_WIN_DISTINCT
+                ? !ref_same(FP_WIN_DISTINCT, &got[i], &gotm[i], 1)
+                : memcmp(&got[i], &gotm[i], sizeof(got[i])) != 0;
+    if (d && differ++ < 5)
+      FPT_CHECK(0, "op %zu: redis %.17g/%.17g/%.17g mem %.17g/%.17g/%.17g", i, got[i].value,
+                got[i].mean, got[i].stddev, gotm[i].value, gotm[i].mean, gotm[i].stddev);
+  }
+  FPT_CHECK(differ == 0, "%zu ops differ between redis and mem", differ);
+  size_t nkeys = check_ttls(c);
+  FPT_CHECK(nkeys > 0, "keys found under %s", prefix);
+  /* memo pruning: only the last batches' offsets (committed trails by one batch) remain */
+  char mk[128];
+  snprintf(mk, sizeof(mk), "%s:memo:mentions:3", prefix);
+  redisReply *h = fpt_redis_cmd(c, "HLEN %s", mk);
+  FPT_CHECK(h && h->type == REDIS_REPLY_INTEGER && h->integer > 0 && h->integer <= 601,
+            "memo fields left: %lld", h ? h->integer : -1);
+  if (h) freeReplyObject(h);
+  int64_t f = 0;
+  char err[256];
+  FPT_CHECK(fp_store_fence(st, "mentions:3", &f, err, sizeof(err)) == FP_OK, "%s", err);
+  FPT_CHECK_EQ_INT(f, s.ops[s.n - 1].offset);
+  free(got);
+  free(gotm);
+  ref_stream_free(&s);
+  ref_free(&r);
+out:
+  if (c) redisFree(c);
+  fp_store_destroy(st);
+  fp_store_destroy(mem);
+}
+
+static void test_random_streams(void) {
+  for (uint64_t seed = 11; seed <= 14; seed++) run_seed(seed, 1764000000000LL + (int64_t)seed * 104729);
+  run_seed(15, -2 * 3600000LL);
+}
+
+static const fp_win_spec_t count_10m = {FP_WIN_COUNT, 600000, 60000};
+
+static void test_noscript(void) {
+  fp_store_t *st = new_redis("noscript");
+  redisContext *c = fpt_redis_connect();
+  char err[256];
+  if (!st || !c) goto out;
+  fp_win_op_t op = {.offset = 1, .key = "k", .spec = &count_10m, .ts_ms = 5, .amount = 1};
+  FPT_CHECK(fp_store_apply(st, "s", &op, 1, 0, NULL, err, sizeof(err)) == FP_OK, "%s", err);
+  redisReply *r = fpt_redis_cmd(c, "SCRIPT FLUSH");
+  if (r) freeReplyObject(r);
+  uint64_t rt = fp_store_roundtrips(st);
+  op.offset = 2;
+  FPT_CHECK(fp_store_apply(st, "s", &op, 1, 0, NULL, err, sizeof(err)) == FP_OK, "after flush: %s",
+            err);
+  FPT_CHECK_NEAR(op.out.value, 2, 0);
+  FPT_CHECK_EQ_INT(fp_store_roundtrips(st) - rt, 3); /* NOSCRIPT, SCRIPT LOAD, EVALSHA */
+  rt = fp_store_roundtrips(st);
+  op.offset = 3;
+  FPT_CHECK(fp_store_apply(st, "s", &op, 1, 0, NULL, err, sizeof(err)) == FP_OK, "%s", err);
+  FPT_CHECK_EQ_INT(fp_store_roundtrips(st) - rt, 1);
+out:
+  if (c) redisFree(c);
+  fp_store_destroy(st);
+}
+
+/* Redis killed between batches: FP_ERR_REDIS, then the same batch succeeds after a restart
+ * and every value is exact (appendfsync always keeps what was applied). */
+static void test_kill_restart(void) {
+  ref_t r;
+  ref_stream_t s;
+  char err[256];
+  fp_store_t *st = new_redis("restart");
+  if (!st) return;
+  ref_stream_build(&r, &s, 77, 600, 1764000000000LL, LATENESS_MS, "k");
+  size_t half = 0;
+  while (half < s.n && s.ops[half].offset < s.ops[0].offset + 300) half++;
+  fp_win_op_t *tmp = calloc(s.n, sizeof(*tmp));
+  memcpy(tmp, s.ops, s.n * sizeof(*tmp));
+  fp_store_result_t res;
+  FPT_CHECK(fp_store_apply(st, "in:0", tmp, half, 0, &res, err, sizeof(err)) == FP_OK, "%s", err);
+  if (fpt_services_cmd("kill-redis") != 0) goto out;
+  fp_err_t e = fp_store_apply(st, "in:0", tmp + half, s.n - half, 0, &res, err, sizeof(err));
+  FPT_CHECK(e == FP_ERR_REDIS, "apply while redis is down: %d (%s)", (int)e, err);
+  e = fp_store_apply(st, "in:0", tmp + half, s.n - half, 0, &res, err, sizeof(err));
+  FPT_CHECK(e == FP_ERR_REDIS, "still down: %d (%s)", (int)e, err);
+  if (fpt_services_cmd("start-redis") != 0) goto out;
+  e = fp_store_apply(st, "in:0", tmp + half, s.n - half, 0, &res, err, sizeof(err));
+  FPT_CHECK(e == FP_OK, "after restart: %s", err);
+  FPT_CHECK_EQ_INT(res.replayed, 0);
+  size_t bad = 0;
+  for (size_t i = 0; i < s.n; i++)
+    if (!ref_same(s.ops[i].spec->kind, &tmp[i].out, &s.expect[i], 1) && bad++ < 5)
+      FPT_CHECK(0, "op %zu: got %.17g want %.17g", i, tmp[i].out.value, s.expect[i].value);
+  FPT_CHECK(bad == 0, "%zu ops wrong after restart", bad);
+  /* and a full replay of everything is answered from the memo */
+  memcpy(tmp, s.ops, s.n * sizeof(*tmp));
+  FPT_CHECK(fp_store_apply(st, "in:0", tmp, s.n, 0, &res, err, sizeof(err)) == FP_OK, "%s", err);
+  FPT_CHECK_EQ_INT(res.applied, 0);
+  FPT_CHECK_EQ_INT(res.recomputed, 0);
+out:
+  free(tmp);
+  ref_stream_free(&s);
+  ref_free(&r);
+  fp_store_destroy(st);
+}
+
+static void test_fatal_errors(void) {
+  char err[256];
+  fp_store_t *st = new_redis("fatal");
+  redisContext *c = fpt_redis_connect();
+  redisReply *r;
+  if (!st || !c) goto out;
+  fp_win_op_t op = {.offset = 1, .key = "k", .spec = &count_10m, .ts_ms = 5, .amount = 1};
+
+  r = fpt_redis_cmd(c, "CONFIG SET maxmemory 1");
+  if (r) freeReplyObject(r);
+  fp_err_t e = fp_store_apply(st, "s", &op, 1, 0, NULL, err, sizeof(err));
+  FPT_CHECK(e == FP_ERR_REDIS_FATAL && strstr(err, "OOM"), "OOM is fatal: %d %s", (int)e, err);
+  r = fpt_redis_cmd(c, "CONFIG SET maxmemory 0");
+  if (r) freeReplyObject(r);
+  FPT_CHECK(fp_store_apply(st, "s", &op, 1, 0, NULL, err, sizeof(err)) == FP_OK,
+            "usable again: %s", err);
+
+  r = fpt_redis_cmd(c, "CONFIG SET requirepass fpt-secret");
+  if (r) freeReplyObject(r);
+  fp_store_t *st2 = new_redis_pw("fatal", NULL, err, sizeof(err));
+  FPT_CHECK(st2 == NULL && strstr(err, "NOAUTH"), "no password: %s", err);
+  fp_store_destroy(st2);
+  st2 = new_redis_pw("fatal", "wrong", err, sizeof(err));
+  FPT_CHECK(st2 == NULL && (strstr(err, "WRONGPASS") || strstr(err, "invalid")), "wrong password: %s",
+            err);
+  fp_store_destroy(st2);
+  st2 = new_redis_pw("fatal", "fpt-secret", err, sizeof(err));
+  FPT_CHECK(st2 != NULL, "right password: %s", err);
+  if (st2) {
+    op.offset = 2;
+    FPT_CHECK(fp_store_apply(st2, "s", &op, 1, 0, NULL, err, sizeof(err)) == FP_OK, "%s", err);
+    FPT_CHECK_NEAR(op.out.value, 2, 0);
+  }
+  fp_store_destroy(st2);
+  r = fpt_redis_cmd(c, "CONFIG SET requirepass %s", "");
+  if (r) freeReplyObject(r);
+out:
+  if (c) redisFree(c);
+  fp_store_destroy(st);
+}
+
+int main(void) {
+  fpt_run("random_streams", test_random_streams);
+  fpt_run("noscript", test_noscript);
+  fpt_run("fatal_errors", test_fatal_errors);
+  fpt_run("kill_restart", test_kill_restart);
+  return fpt_done();
+}
