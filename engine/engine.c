@@ -217,7 +217,7 @@ fp_engine_t *fp_engine_new(const fp_conf_t *conf, char *errstr, size_t es) {
 
   if (!e) return NULL;
   pthread_mutex_init(&e->parts_mu, NULL);
-  if (!(e->conf = fp_conf_dup(conf))) {
+  if (!(e->metrics = fp_metrics_new()) || !(e->conf = fp_conf_dup(conf))) {
     fp_seterr(errstr, es, FP_ERR_NOMEM, "out of memory");
     goto err;
   }
@@ -398,6 +398,7 @@ void fp_engine_destroy(fp_engine_t *e) {
     e->parts = n;
   }
   pthread_mutex_destroy(&e->parts_mu);
+  fp_metrics_destroy(e->metrics);
   fp_conf_destroy(e->conf);
   free(e);
 }

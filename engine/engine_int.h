@@ -13,6 +13,7 @@
 
 #include "conf.h"
 #include "flashpoint/flashpoint.h"
+#include "metrics.h"
 #include "rules.h"
 #include "store.h"
 
@@ -63,6 +64,7 @@ typedef struct fp_worker_s {
   _Atomic int blocked;   /* the state store or Kafka is failing: pause our partitions */
   int paused;            /* run thread only */
   fp_rules_t *rules;     /* owned, worker thread only */
+  fp_rule_metrics_t **rule_metrics; /* per rule index of `rules`; series owned by e->metrics */
   fp_store_t *store;     /* owned, worker thread only */
   struct fp_batch_s *batch; /* owned scratch space */
   int64_t last_sweep_ns;    /* when this worker last looked for due incidents */
@@ -85,6 +87,7 @@ struct fp_engine_s {
   pthread_mutex_t parts_mu;
   fp_part_t *parts;
   fp_engine_stats_t stats;
+  fp_metrics_t *metrics; /* owned */
 };
 
 fp_part_t *fp_engine_part(struct fp_engine_s *e, const char *topic, int32_t partition, int create);

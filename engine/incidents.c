@@ -10,6 +10,7 @@
  */
 #include "incidents.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -57,6 +58,17 @@ fp_err_t fp_outvec_add(fp_outvec_t *v, int64_t offset, const char *topic, const 
   memcpy(r->payload, payload, len);
   r->payload[len] = '\0';
   r->len = len;
+  r->status[0] = r->severity[0] = '\0';
+  {
+    /* status and severity for metrics: read back from the event itself */
+    json_error_t jerr;
+    json_t *ev = json_loadb(payload, len, 0, &jerr);
+    const char *st = json_string_value(json_object_get(ev, "status"));
+    const char *sv = json_string_value(json_object_get(ev, "severity"));
+    snprintf(r->status, sizeof(r->status), "%s", st ? st : "");
+    snprintf(r->severity, sizeof(r->severity), "%s", sv ? sv : "none");
+    json_decref(ev);
+  }
   v->n++;
   return FP_OK;
 }

@@ -22,6 +22,7 @@ typedef struct fp_outrec_s {
   int64_t offset;
   char *topic, *key, *payload;
   size_t len;
+  char status[16], severity[8]; /* of the event, for metrics */
 } fp_outrec_t;
 
 typedef struct fp_outvec_s {

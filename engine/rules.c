@@ -794,9 +794,17 @@ static void push_json(lua_State *L, json_t *v, int depth) {
   }
 }
 
-/* cpcall body: builds the sealed mention table and returns a registry ref as an integer. */
+typedef struct mention_arg_s {
+  const fp_mention_t *m;
+  int64_t offset;
+} mention_arg_t;
+
+/* cpcall body: builds the sealed mention table and returns a registry ref as an integer.
+ * Besides the document's fields it carries created_at_ms and `_offset`, the input offset
+ * (rules may use it to check ordering; it is not part of the mention). */
 static int build_mention(lua_State *L) {
-  const fp_mention_t *m = lua_touserdata(L, 1);
+  const mention_arg_t *arg = lua_touserdata(L, 1);
+  const fp_mention_t *m = arg->m;
   if (m->doc && json_is_object(m->doc)) {
     /* push_json seals; build the top level by hand to add derived fields first. */
     const char *k;
@@ -823,6 +831,8 @@ static int build_mention(lua_State *L) {
   lua_pop(L, 1);
   lua_pushinteger(L, m->created_at_ms);
   lua_setfield(L, -2, "created_at_ms");
+  lua_pushinteger(L, arg->offset);
+  lua_setfield(L, -2, "_offset");
   if (m->has_sentiment && lua_getfield(L, -1, "sentiment") != LUA_TNUMBER) {
     lua_pushnumber(L, m->sentiment);
     lua_setfield(L, -3, "sentiment");
@@ -1387,7 +1397,8 @@ fp_err_t fp_rules_select(fp_rules_t *rs, const fp_mention_t *m, int64_t offset,
   *nhits = 0;
   if (nerrors) *nerrors = 0;
   *mref_out = LUA_NOREF;
-  if (fp_sandbox_cpcall(rs->sb, build_mention, (void *)m, 0, 1, msg, sizeof msg) != FP_OK)
+  mention_arg_t marg = {m, offset};
+  if (fp_sandbox_cpcall(rs->sb, build_mention, &marg, 0, 1, msg, sizeof msg) != FP_OK)
     return FP_ERR_RULE_MEMORY;
   int mref = (int)lua_tointeger(L, -1);
   lua_pop(L, 1);

@@ -348,9 +348,11 @@ static void process_run(fp_worker_t *w, fp_part_t *p, size_t k) {
 
   /* one round trip for every window update of the run */
   for (attempt = 0;; attempt++) {
+    int64_t t0 = fp_mono_ns();
     err = b->ops.n ? fp_store_apply(w->store, p->source, b->ops.ops, b->ops.n, committed, &res,
                                     errbuf, sizeof(errbuf))
                    : FP_OK;
+    if (b->ops.n) fp_metrics_store_call(e->metrics, fp_mono_ns() - t0, err != FP_OK);
     atomic_fetch_add(&e->stats.redis_roundtrips, b->ops.n ? 1 : 0);
     if (err == FP_OK) break;
     atomic_fetch_add(&e->stats.redis_errors, 1);
@@ -367,8 +369,15 @@ static void process_run(fp_worker_t *w, fp_part_t *p, size_t k) {
     fp_rule_hit_t *hit = &b->hits[h];
     size_t mi = b->hit_msg[h];
     fp_sev_t sev = FP_SEV_NONE;
+    const fp_rule_info_t *rinfo = fp_rules_info(w->rules, hit->rule);
+    int was_quarantined = rinfo->quarantined;
+    int64_t t0 = fp_mono_ns();
+    fp_err_t serr = fp_rules_severity(w->rules, b->mrefs[mi], hit, b->ops.ops, &sev, errbuf, sizeof(errbuf));
+    fp_metrics_rule_eval(w->rule_metrics[hit->rule], fp_mono_ns() - t0, serr != FP_OK,
+                         serr == FP_OK && sev != FP_SEV_NONE);
     atomic_fetch_add(&e->stats.rule_evals, 1);
-    if (fp_rules_severity(w->rules, b->mrefs[mi], hit, b->ops.ops, &sev, errbuf, sizeof(errbuf)) != FP_OK) {
+    if (!was_quarantined && rinfo->quarantined) fp_metrics_rule_quarantined(w->rule_metrics[hit->rule]);
+    if (serr != FP_OK) {
       atomic_fetch_add(&e->stats.rule_errors, 1);
       continue;
     }
@@ -387,9 +396,11 @@ static void process_run(fp_worker_t *w, fp_part_t *p, size_t k) {
   atomic_fetch_add(&e->stats.rule_errors, nerrors);
   nsig = add_sweeps(w, p, nsig, last_offset, &sweep_keys, &nsweep);
   for (attempt = 0;; attempt++) {
+    int64_t t0 = fp_mono_ns();
     fp_outvec_reset(&b->out);
     err = fp_incidents_apply(w->store, p->source, &lcp, b->sigs, nsig, last_offset, committed,
                              e->conf->output_topic, &b->out, &replayed, errbuf, sizeof(errbuf));
+    fp_metrics_store_call(e->metrics, fp_mono_ns() - t0, err != FP_OK);
     atomic_fetch_add(&e->stats.redis_roundtrips, 2);
     if (err == FP_OK) break;
     atomic_fetch_add(&e->stats.redis_errors, 1);
@@ -428,6 +439,8 @@ static void process_run(fp_worker_t *w, fp_part_t *p, size_t k) {
   atomic_fetch_add(&e->stats.late, nlate);
   atomic_fetch_add(&e->stats.dead_lettered, ndlq);
   atomic_fetch_add(&e->stats.incidents, b->out.n);
+  for (size_t i = 0; i < b->out.n; i++)
+    fp_metrics_incident(e->metrics, b->out.recs[i].status, b->out.recs[i].severity);
   if (res.replayed) atomic_fetch_add(&e->stats.duplicates_fenced, res.replayed);
   goto release;
 
@@ -452,6 +465,17 @@ release:
   atomic_fetch_sub(&p->inflight, (int64_t)k);
 }
 
+/* Points rule_metrics[i] at the registry series of rule i of the current rule set. */
+static fp_err_t bind_rule_metrics(fp_worker_t *w) {
+  size_t n = fp_rules_count(w->rules);
+  fp_rule_metrics_t **rm = calloc(n ? n : 1, sizeof(*rm));
+  if (!rm) return FP_ERR_NOMEM;
+  for (size_t i = 0; i < n; i++) rm[i] = fp_metrics_rule(w->e->metrics, fp_rules_info(w->rules, i)->id);
+  free(w->rule_metrics);
+  w->rule_metrics = rm;
+  return FP_OK;
+}
+
 static void maybe_reload(fp_worker_t *w) {
   char errbuf[512];
   fp_rules_t *n;
@@ -462,6 +486,7 @@ static void maybe_reload(fp_worker_t *w) {
   }
   fp_rules_destroy(w->rules);
   w->rules = n;
+  if (bind_rule_metrics(w) != FP_OK) atomic_store(&w->e->fatal, 1);
   if (w->idx == 0) fp_log(FP_LOG_INFO, "rules", "reloaded %zu rule(s)", fp_rules_count(n));
 }
 
@@ -519,11 +544,12 @@ fp_err_t fp_worker_init(fp_worker_t *w, fp_engine_t *e, int idx, char *errstr, s
   pthread_cond_init(&w->cv, NULL);
   if (!(w->batch = calloc(1, sizeof(*w->batch)))) return FP_ERR_NOMEM;
   if (!(w->rules = fp_rules_new(e->conf->rules_dir, &e->limits, errstr, es))) return FP_ERR_RULE_LOAD;
+  if (bind_rule_metrics(w) != FP_OK) return FP_ERR_NOMEM;
   if (e->conf->backend == FP_BACKEND_MEMORY) {
     if (e->nworkers > 1 && idx == 0)
       fp_log(FP_LOG_WARN, "store", "store.backend=memory with %zu workers: each worker keeps its own "
              "windows; use workers=1 for exact results", e->nworkers);
-    w->store = fp_store_mem_new(errstr, es);
+    if ((w->store = fp_store_mem_new(errstr, es))) fp_store_set_lateness(w->store, e->conf->lateness_ms);
   } else {
     fp_store_redis_conf_t rc = {0};
     rc.host = e->conf->redis_host;
@@ -534,6 +560,7 @@ fp_err_t fp_worker_init(fp_worker_t *w, fp_engine_t *e, int idx, char *errstr, s
     rc.connect_timeout_ms = (int)e->conf->redis_connect_timeout_ms;
     rc.command_timeout_ms = (int)e->conf->redis_timeout_ms;
     rc.memo_ttl_ms = 3600 * 1000;
+    rc.lateness_ms = e->conf->lateness_ms;
     w->store = fp_store_redis_new(&rc, errstr, es);
   }
   return w->store ? FP_OK : FP_ERR_REDIS;
@@ -566,6 +593,7 @@ void fp_worker_destroy(fp_worker_t *w) {
     w->head = n;
   }
   batch_free(w->batch);
+  free(w->rule_metrics);
   fp_rules_destroy(w->rules);
   fp_store_destroy(w->store);
   pthread_mutex_destroy(&w->mu);

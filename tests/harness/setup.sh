@@ -5,11 +5,19 @@
 #   1. installs the missing Debian packages (one apt-get update, one apt-get install);
 #   2. stops a redis-server the package's init scripts may have started (the tests run
 #      their own on free ports, see services.sh) and keeps it from starting at boot;
-#   3. fetches the Kafka broker jars into ${FP_CACHE_DIR:-$HOME/.cache/flashpoint} (mvn).
+#   3. fetches the Kafka broker jars into ${FP_CACHE_DIR:-$HOME/.cache/flashpoint} (mvn),
+#      unless --no-kafka is given (the demo needs no broker: it embeds librdkafka's mock).
 # Needs root (or sudo) only when something must be installed.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+fetch_kafka=1
+for arg in "$@"; do
+	case $arg in
+	--no-kafka) fetch_kafka=0 ;;
+	*) printf 'setup.sh: unknown option %s (usage: setup.sh [--no-kafka])\n' "$arg" >&2; exit 2 ;;
+	esac
+done
 PACKAGES=(build-essential cmake ninja-build pkg-config librdkafka-dev liblua5.4-dev lua5.4
 	libjansson-dev libhiredis-dev libmicrohttpd-dev zlib1g-dev redis-server kcat clang
 	libclang-rt-14-dev openjdk-17-jre-headless maven python3)
@@ -63,4 +71,6 @@ if ((${#missing[@]})); then
 	fi
 fi
 
-bash "$HERE/services.sh" fetch
+if ((fetch_kafka)); then
+	bash "$HERE/services.sh" fetch
+fi
