@@ -63,9 +63,7 @@ typedef struct fp_worker_s {
   _Atomic int reload;    /* set by fp_engine_reload: swap rule sets at the next batch */
   _Atomic int blocked;   /* the state store or Kafka is failing: pause our partitions */
   int paused;            /* run thread only */
-  fp_rules_t *rules;     /* owned, worker thread only */
-  fp_rule_metrics_t **rule_metrics; /* per rule index of `rules`; series owned by e->metrics */
-  fp_store_t *store;     /* owned, worker thread only */
+  struct fp_pipeline_s *pipeline; /* owned, worker thread only: rules + state store */
   struct fp_batch_s *batch; /* owned scratch space */
   int64_t last_sweep_ns;    /* when this worker last looked for due incidents */
 } fp_worker_t;
@@ -88,6 +86,14 @@ struct fp_engine_s {
   fp_part_t *parts;
   fp_engine_stats_t stats;
   fp_metrics_t *metrics; /* owned */
+  /* ---- operations (owner: http.c, health.c): heartbeat, HTTP endpoint, Kafka health ---- */
+  _Atomic int64_t heartbeat_ns;   /* run thread: fp_mono_ns() at each loop turn; 0 = not looping yet */
+  _Atomic int kafka_down[2];      /* [0] consumer, [1] producer: 1 from ALL_BROKERS_DOWN until the
+                                     statistics show a broker UP again */
+  _Atomic int kafka_brokers_up[2];/* brokers in state UP at the last statistics; -1 before any */
+  int kafka_stats_ms;             /* statistics.interval.ms of the consumer (0: no statistics) */
+  struct fp_http_s *http;         /* owned; NULL when http.port = -1 */
+  /* ---- end operations ---- */
 };
 
 fp_part_t *fp_engine_part(struct fp_engine_s *e, const char *topic, int32_t partition, int create);

@@ -1,0 +1,321 @@
+/*
+ * pipeline.c - owns the evaluation of a partition run (see pipeline.h): the rule set, the
+ * state-store connection, and the per-run scratch arrays (grown, never shrunk, so a steady
+ * stream allocates nothing per mention beyond the mention documents themselves).
+ *
+ * Steps of a run: decode each input (bad -> status and reason, for the dead-letter topic);
+ * drop mentions later than the watermark minus windows.lateness (status FP_ERR_LATE); rules
+ * stage 1 (window ops); ONE store round trip for every window op of the run; rules stage 2
+ * (severities); sweeps (incidents due by the watermark); the lifecycle (incidents.c). A
+ * retriable store failure asks the caller's retry callback whether to try the step again;
+ * nothing of an abandoned run is reported and the watermark does not move.
+ */
+#include "pipeline.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lifecycle.h"
+#include "log.h"
+#include "mention.h"
+#include "store_lc.h"
+#include "util.h"
+
+struct fp_pipeline_s {
+  char *rules_dir;
+  fp_rules_limits_t limits;
+  size_t max_bytes;
+  int64_t lateness_ms;
+  fp_lc_params_t lcp;
+  char *output_topic;
+  fp_rules_t *rules;
+  fp_store_t *store;
+  fp_metrics_t *metrics;
+  fp_rule_metrics_t **rule_metrics; /* per rule index; series owned by metrics */
+  /* per-input scratch */
+  fp_mention_t *mentions;
+  int *mrefs;
+  fp_err_t *status;
+  char (*reason)[256];
+  size_t cap;
+  /* per-hit scratch */
+  fp_rule_hit_t *hits;
+  size_t *hit_in;
+  fp_inc_signal_t *sigs;
+  size_t nhits, caphits;
+  fp_opvec_t ops;
+  fp_outvec_t events;
+  char **sweep_keys;
+  size_t nsweep;
+};
+
+static fp_err_t bind_rule_metrics(fp_pipeline_t *p) {
+  size_t n = fp_rules_count(p->rules);
+  fp_rule_metrics_t **rm = calloc(n ? n : 1, sizeof(*rm));
+  if (!rm) return FP_ERR_NOMEM;
+  for (size_t i = 0; i < n && p->metrics; i++)
+    rm[i] = fp_metrics_rule(p->metrics, fp_rules_info(p->rules, i)->id);
+  free(p->rule_metrics);
+  p->rule_metrics = rm;
+  return FP_OK;
+}
+
+fp_pipeline_t *fp_pipeline_new(const fp_conf_t *conf, const fp_rules_limits_t *limits,
+                               fp_store_t *store, fp_metrics_t *metrics, char *errstr,
+                               size_t es) {
+  fp_pipeline_t *p = calloc(1, sizeof(*p));
+  if (!p) {
+    fp_store_destroy(store);
+    fp_seterr(errstr, es, FP_ERR_NOMEM, "out of memory");
+    return NULL;
+  }
+  p->store = store;
+  p->metrics = metrics;
+  if (limits) p->limits = *limits;
+  p->max_bytes = (size_t)conf->input_max_bytes;
+  p->lateness_ms = conf->lateness_ms;
+  p->lcp.hold_ms = conf->incident_hold_ms;
+  p->lcp.grace_ms = conf->incident_grace_ms;
+  p->lcp.samples = (size_t)conf->incident_samples;
+  if (!(p->rules_dir = strdup(conf->rules_dir)) || !(p->output_topic = strdup(conf->output_topic))) {
+    fp_seterr(errstr, es, FP_ERR_NOMEM, "out of memory");
+    goto err;
+  }
+  if (!(p->rules = fp_rules_new(p->rules_dir, limits, errstr, es))) goto err;
+  if (bind_rule_metrics(p) != FP_OK) {
+    fp_seterr(errstr, es, FP_ERR_NOMEM, "out of memory");
+    goto err;
+  }
+  return p;
+err:
+  fp_pipeline_destroy(p);
+  return NULL;
+}
+
+static void release_sweeps(fp_pipeline_t *p) {
+  for (size_t i = 0; i < p->nsweep; i++) free(p->sweep_keys[i]);
+  free(p->sweep_keys);
+  p->sweep_keys = NULL;
+  p->nsweep = 0;
+}
+
+/* Releases the per-input documents and Lua tables of the last run. */
+static void release_inputs(fp_pipeline_t *p, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    if (p->mrefs[i]) fp_rules_release(p->rules, p->mrefs[i]);
+    p->mrefs[i] = 0;
+    fp_mention_clear(&p->mentions[i]);
+  }
+}
+
+void fp_pipeline_destroy(fp_pipeline_t *p) {
+  if (!p) return;
+  release_inputs(p, p->cap);
+  release_sweeps(p);
+  free(p->mentions), free(p->mrefs), free(p->status), free(p->reason);
+  free(p->hits), free(p->hit_in), free(p->sigs);
+  fp_opvec_free(&p->ops);
+  fp_outvec_free(&p->events);
+  free(p->rule_metrics);
+  fp_rules_destroy(p->rules);
+  fp_store_destroy(p->store);
+  free(p->rules_dir);
+  free(p->output_topic);
+  free(p);
+}
+
+fp_err_t fp_pipeline_reload(fp_pipeline_t *p, char *errstr, size_t es) {
+  fp_rules_t *n = fp_rules_new(p->rules_dir, &p->limits, errstr, es);
+  fp_rules_t *old = p->rules;
+  if (!n) return FP_ERR_RULE_LOAD;
+  p->rules = n;
+  if (bind_rule_metrics(p) != FP_OK) {
+    p->rules = old;
+    fp_rules_destroy(n);
+    return fp_seterr(errstr, es, FP_ERR_NOMEM, "out of memory");
+  }
+  fp_rules_destroy(old);
+  return FP_OK;
+}
+
+fp_rules_t *fp_pipeline_rules(fp_pipeline_t *p) { return p->rules; }
+fp_store_t *fp_pipeline_store(fp_pipeline_t *p) { return p->store; }
+
+static fp_err_t inputs_reserve(fp_pipeline_t *p, size_t n) {
+  void *q;
+  if (n <= p->cap) return FP_OK;
+#define GROW(f)                                                  \
+  if (!(q = realloc(p->f, n * sizeof(*p->f)))) return FP_ERR_NOMEM; \
+  p->f = q;
+  GROW(mentions) GROW(mrefs) GROW(status) GROW(reason)
+#undef GROW
+  memset(p->mentions + p->cap, 0, (n - p->cap) * sizeof(*p->mentions));
+  memset(p->mrefs + p->cap, 0, (n - p->cap) * sizeof(*p->mrefs));
+  p->cap = n;
+  return FP_OK;
+}
+
+static fp_err_t hits_reserve(fp_pipeline_t *p, size_t n) {
+  size_t cap;
+  void *q;
+  if (n <= p->caphits) return FP_OK;
+  cap = p->caphits ? p->caphits : 64;
+  while (cap < n) cap *= 2;
+  if (!(q = realloc(p->hits, cap * sizeof(*p->hits)))) return FP_ERR_NOMEM;
+  p->hits = q;
+  if (!(q = realloc(p->hit_in, cap * sizeof(*p->hit_in)))) return FP_ERR_NOMEM;
+  p->hit_in = q;
+  if (!(q = realloc(p->sigs, cap * sizeof(*p->sigs)))) return FP_ERR_NOMEM;
+  p->sigs = q;
+  p->caphits = cap;
+  return FP_OK;
+}
+
+/*
+ * Sweeps: an open incident whose entity falls silent must still resolve. The store lists
+ * the incidents due by the watermark; each gets a "time passes" signal at the run's last
+ * offset, so the resolution is fenced and memoised with that offset like any other
+ * lifecycle step. The resolution is dated at its due time (lifecycle.c), so it does not
+ * matter which run or which instance finds it. @returns the new signal count.
+ */
+static size_t add_sweeps(fp_pipeline_t *p, size_t nsig, int64_t wm, int64_t last_offset) {
+  char errbuf[256];
+  release_sweeps(p);
+  if (fp_store_lc_due(p->store, wm, 64, &p->sweep_keys, &p->nsweep, errbuf, sizeof(errbuf)) != FP_OK) {
+    fp_log_once(FP_LOG_WARN, "incidents", "listing due incidents failed: %s", errbuf);
+    return nsig;
+  }
+  if (p->nsweep && hits_reserve(p, nsig + p->nsweep) != FP_OK) return nsig;
+  for (size_t i = 0; i < p->nsweep; i++) {
+    const fp_rule_info_t *ri = NULL;
+    char *bar = p->sweep_keys[i] ? strchr(p->sweep_keys[i], '|') : NULL;
+    if (!bar) continue;
+    *bar = '\0';
+    for (size_t r = 0; r < fp_rules_count(p->rules) && !ri; r++)
+      if (!strcmp(fp_rules_info(p->rules, r)->id, p->sweep_keys[i])) ri = fp_rules_info(p->rules, r);
+    *bar = '|';
+    if (!ri) {
+      fp_log_once(FP_LOG_WARN, "incidents", "open incident %s belongs to a rule that is no longer "
+                  "loaded; it stays open until the rule returns", p->sweep_keys[i]);
+      continue;
+    }
+    fp_inc_signal_t *s = &p->sigs[nsig++];
+    memset(s, 0, sizeof(*s));
+    s->offset = last_offset;
+    s->sig.sev = FP_SEV_NONE;
+    s->sig.at_ms = wm;
+    s->sig.rule = ri;
+    s->sig.entity = bar + 1;
+  }
+  return nsig;
+}
+
+fp_err_t fp_pipeline_run(fp_pipeline_t *p, const char *source, int64_t *watermark,
+                         int64_t committed, const fp_input_t *in, size_t n, int sweep,
+                         fp_pipeline_retry_fn retry, void *ropaque, fp_pipeline_out_t *out,
+                         char *errstr, size_t es) {
+  size_t nrules = fp_rules_count(p->rules), nsig = 0, replayed = 0;
+  int64_t wm = *watermark, last_offset;
+  unsigned nerrors = 0;
+  fp_store_result_t res;
+  fp_err_t err;
+  int attempt;
+
+  memset(out, 0, sizeof(*out));
+  memset(&res, 0, sizeof(res));
+  if (n == 0) return FP_OK;
+  last_offset = in[n - 1].offset;
+  release_inputs(p, p->cap);
+  if (inputs_reserve(p, n) != FP_OK) return fp_seterr(errstr, es, FP_ERR_NOMEM, "out of memory");
+  fp_opvec_reset(&p->ops);
+  fp_outvec_reset(&p->events);
+  p->nhits = 0;
+
+  for (size_t i = 0; i < n; i++) {
+    fp_mention_t *m = &p->mentions[i];
+    size_t nh = 0;
+    p->status[i] = fp_mention_decode(in[i].payload, in[i].len, p->max_bytes, m, p->reason[i],
+                                     sizeof(p->reason[i]));
+    if (p->status[i] != FP_OK) continue;
+    out->decoded++;
+    if (wm != INT64_MIN && m->created_at_ms < wm - p->lateness_ms) {
+      snprintf(p->reason[i], sizeof(p->reason[i]),
+               "event time %lld ms is %lld ms behind the partition watermark (allowed lateness %lld ms)",
+               (long long)m->created_at_ms, (long long)(wm - m->created_at_ms), (long long)p->lateness_ms);
+      p->status[i] = FP_ERR_LATE;
+      out->late++;
+      fp_mention_clear(m);
+      continue;
+    }
+    if (wm == INT64_MIN || m->created_at_ms > wm) wm = m->created_at_ms;
+    if (hits_reserve(p, p->nhits + nrules) != FP_OK) return fp_seterr(errstr, es, FP_ERR_NOMEM, "out of memory");
+    fp_rules_select(p->rules, m, in[i].offset, p->hits + p->nhits, p->caphits - p->nhits, &nh,
+                    &p->ops, &p->mrefs[i], &nerrors);
+    for (size_t h = 0; h < nh; h++) p->hit_in[p->nhits + h] = i;
+    p->nhits += nh;
+  }
+
+  /* one round trip for every window update of the run */
+  for (attempt = 0; p->ops.n; attempt++) {
+    int64_t t0 = fp_mono_ns();
+    err = fp_store_apply(p->store, source, p->ops.ops, p->ops.n, committed, &res, errstr, es);
+    fp_metrics_store_call(p->metrics, fp_mono_ns() - t0, err != FP_OK);
+    out->roundtrips++;
+    if (err == FP_OK) break;
+    if (err != FP_ERR_REDIS) return err;
+    if (!retry || !retry(ropaque, "windows", errstr, attempt)) return FP_ERR_REDIS;
+  }
+
+  /* stage 2: severities */
+  for (size_t h = 0; h < p->nhits; h++) {
+    fp_rule_hit_t *hit = &p->hits[h];
+    size_t mi = p->hit_in[h];
+    fp_sev_t sev = FP_SEV_NONE;
+    const fp_rule_info_t *ri = fp_rules_info(p->rules, hit->rule);
+    int was_quarantined = ri->quarantined;
+    char msg[256];
+    int64_t t0 = fp_mono_ns();
+    fp_err_t serr = fp_rules_severity(p->rules, p->mrefs[mi], hit, p->ops.ops, &sev, msg, sizeof(msg));
+    fp_metrics_rule_eval(p->rule_metrics[hit->rule], fp_mono_ns() - t0, serr != FP_OK,
+                         serr == FP_OK && sev != FP_SEV_NONE);
+    if (!was_quarantined && ri->quarantined) fp_metrics_rule_quarantined(p->rule_metrics[hit->rule]);
+    out->evals++;
+    if (serr != FP_OK) {
+      out->rule_errors++;
+      continue;
+    }
+    fp_inc_signal_t *s = &p->sigs[nsig++];
+    memset(s, 0, sizeof(*s));
+    s->offset = in[mi].offset;
+    s->sig.sev = sev;
+    s->sig.at_ms = p->mentions[mi].created_at_ms;
+    s->sig.mention = &p->mentions[mi];
+    s->sig.rule = ri;
+    s->sig.entity = hit->entity;
+    s->sig.values = p->ops.ops + hit->op_first;
+    s->sig.nvalues = hit->op_count;
+  }
+  out->rule_errors += nerrors;
+  if (sweep && wm != INT64_MIN) nsig = add_sweeps(p, nsig, wm, last_offset);
+
+  /* the lifecycle: load, step, commit (two round trips) */
+  for (attempt = 0;; attempt++) {
+    int64_t t0 = fp_mono_ns();
+    fp_outvec_reset(&p->events);
+    err = fp_incidents_apply(p->store, source, &p->lcp, p->sigs, nsig, last_offset, committed,
+                             p->output_topic, &p->events, &replayed, errstr, es);
+    fp_metrics_store_call(p->metrics, fp_mono_ns() - t0, err != FP_OK);
+    out->roundtrips += 2;
+    if (err == FP_OK) break;
+    if (err != FP_ERR_REDIS) return err;
+    if (!retry || !retry(ropaque, "incidents", errstr, attempt)) return FP_ERR_REDIS;
+  }
+
+  *watermark = wm;
+  out->status = p->status;
+  out->reason = (const char(*)[256])p->reason;
+  out->events = &p->events;
+  out->replayed = res.replayed;
+  return FP_OK;
+}
