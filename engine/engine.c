@@ -28,6 +28,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "health.h" /* operations: Kafka statistics and error callbacks */
+#include "http.h"   /* operations: /metrics, /healthz, /readyz */
 #include "log.h"
 #include "util.h"
 
@@ -166,6 +168,7 @@ static rd_kafka_conf_t *kafka_conf(fp_engine_t *e, const char *which, char *errs
       {"partition.assignment.strategy", "cooperative-sticky"},
       {"enable.partition.eof", "false"},
       {"isolation.level", "read_committed"},
+      {"statistics.interval.ms", "5000"}, /* operations: consumer lag and broker state */
   };
   static const char *const producer_defaults[][2] = {
       {"enable.idempotence", "true"},
@@ -173,6 +176,7 @@ static rd_kafka_conf_t *kafka_conf(fp_engine_t *e, const char *which, char *errs
       {"linger.ms", "5"},
       {"compression.type", "lz4"},
       {"message.timeout.ms", "300000"},
+      {"statistics.interval.ms", "5000"}, /* operations: broker state */
   };
   char buf[64];
   int is_consumer = strcmp(which, "consumer") == 0;
@@ -193,6 +197,22 @@ static rd_kafka_conf_t *kafka_conf(fp_engine_t *e, const char *which, char *errs
     rd_kafka_conf_set_dr_msg_cb(k.rk, dr_msg_cb);
   }
   if (fp_conf_each_kafka(e->conf, which, kconf_set, &k, errstr, es) != FP_OK) goto err;
+  /* ---- operations: statistics (lag, broker state) and errors (all brokers down) ---- */
+  {
+    size_t sz = sizeof(buf);
+    int64_t ms = 0;
+    int c = is_consumer ? 0 : 1;
+    if (rd_kafka_conf_get(k.rk, "statistics.interval.ms", buf, &sz) == RD_KAFKA_CONF_OK)
+      fp_parse_i64(buf, 0, INT32_MAX, &ms);
+    e->kafka_stats_ms[c] = (int)ms;
+    atomic_store(&e->kafka_brokers_up[c], -1);
+    rd_kafka_conf_set_stats_cb(k.rk, fp_health_stats_cb);
+    rd_kafka_conf_set_error_cb(k.rk, fp_health_error_cb);
+    if (!ms && e->conf->http_port >= 0)
+      fp_log(FP_LOG_WARN, "kafka", "%s: statistics.interval.ms=0: /metrics has no %s and /readyz "
+             "cannot see brokers go down", which, is_consumer ? "consumer lag" : "broker state");
+  }
+  /* ---- end operations ---- */
   rd_kafka_conf_set_opaque(k.rk, e);
   return k.rk;
 err:
@@ -306,6 +326,15 @@ fp_err_t fp_engine_run(fp_engine_t *e) {
   fp_err_t result = FP_OK;
 
   if (!e) return FP_ERR_INVALID_ARG;
+  /* ---- operations: the HTTP endpoint lives from here to fp_engine_destroy ---- */
+  if (e->conf->http_port >= 0 && !e->http) {
+    char herr[512];
+    if (!(e->http = fp_http_start(e, herr, sizeof(herr)))) {
+      fp_log(FP_LOG_ERROR, "http", "%s", herr);
+      return FP_ERR_CONFIG;
+    }
+  }
+  /* ---- end operations ---- */
   if (pthread_create(&e->producer_thread, NULL, producer_main, e) != 0) return FP_ERR_FATAL;
   e->producer_started = 1;
   for (size_t i = 0; i < e->nworkers; i++)
@@ -336,7 +365,9 @@ fp_err_t fp_engine_run(fp_engine_t *e) {
          e->conf->input_topics, e->conf->group_id, e->nworkers);
 
   while (!atomic_load(&e->stop) && !atomic_load(&e->fatal)) {
-    rd_kafka_message_t *m = rd_kafka_consumer_poll(e->consumer, 50);
+    rd_kafka_message_t *m;
+    atomic_store(&e->heartbeat_ns, fp_mono_ns()); /* operations: liveness (/healthz) */
+    m = rd_kafka_consumer_poll(e->consumer, 50);
     if (m) {
       if (m->err) {
         if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
@@ -376,6 +407,8 @@ out:
 
 void fp_engine_destroy(fp_engine_t *e) {
   if (!e) return;
+  fp_http_stop(e->http); /* operations: first, its handlers read everything below */
+  e->http = NULL;
   if (e->workers) {
     for (size_t i = 0; i < e->nworkers; i++) fp_worker_destroy(&e->workers[i]);
     free(e->workers);

@@ -65,7 +65,6 @@ typedef struct fp_worker_s {
   int paused;            /* run thread only */
   struct fp_pipeline_s *pipeline; /* owned, worker thread only: rules + state store */
   struct fp_batch_s *batch; /* owned scratch space */
-  int64_t last_sweep_ns;    /* when this worker last looked for due incidents */
 } fp_worker_t;
 
 typedef struct fp_engine_stats_s {
@@ -91,7 +90,7 @@ struct fp_engine_s {
   _Atomic int kafka_down[2];      /* [0] consumer, [1] producer: 1 from ALL_BROKERS_DOWN until the
                                      statistics show a broker UP again */
   _Atomic int kafka_brokers_up[2];/* brokers in state UP at the last statistics; -1 before any */
-  int kafka_stats_ms;             /* statistics.interval.ms of the consumer (0: no statistics) */
+  int kafka_stats_ms[2];          /* statistics.interval.ms per client (0: no statistics) */
   struct fp_http_s *http;         /* owned; NULL when http.port = -1 */
   /* ---- end operations ---- */
 };

@@ -19,6 +19,7 @@
 #include "util.h"
 
 #define FP_LC_MAX_ATTEMPTS 16
+#define FP_LC_MAX_SWEEPS 64 /* incidents resolved by time passing, per run at most */
 
 void fp_outvec_reset(fp_outvec_t *v) {
   for (size_t i = 0; i < v->n; i++) {
@@ -79,17 +80,32 @@ void fp_incidents_key(const char *rule_id, const char *entity, char *buf, size_t
 
 typedef struct lc_key_s {
   char key[300];
-  char *text;       /* loaded state (owned) */
   int64_t version;
   fp_lc_state_t st;
   int dirty;
   const fp_rule_info_t *rule;
 } lc_key_t;
 
-static size_t key_index(lc_key_t *keys, size_t n, const char *k) {
+static size_t key_index(const lc_key_t *keys, size_t n, const char *k) {
   for (size_t i = 0; i < n; i++)
     if (strcmp(keys[i].key, k) == 0) return i;
   return n;
+}
+
+/* Reads a stored state into @p k (an unreadable one starts afresh, logged once). */
+static void key_load(lc_key_t *k, const char *text, int64_t version) {
+  k->version = version;
+  k->dirty = 0;
+  memset(&k->st, 0, sizeof(k->st));
+  if (text) {
+    json_error_t jerr;
+    json_t *j = json_loads(text, 0, &jerr);
+    if (!j || fp_lc_state_from_json(j, &k->st) != FP_OK) {
+      fp_log_once(FP_LOG_WARN, "incidents", "unreadable lifecycle state for %s; starting afresh", k->key);
+      memset(&k->st, 0, sizeof(k->st));
+    }
+    json_decref(j);
+  }
 }
 
 /* Adds the memoised records of one offset (a JSON array of [topic, key, payload]). */
@@ -114,138 +130,175 @@ static fp_err_t add_memo(fp_outvec_t *out, int64_t offset, const char *text) {
   return err;
 }
 
+/* Steps the signals of one offset; appends their records to @p recs ([topic, key, payload]). */
+static fp_err_t step_offset(lc_key_t *keys, size_t nkeys, const fp_lc_params_t *params,
+                            const fp_inc_signal_t *sig, size_t from, size_t to,
+                            const char *default_topic, json_t *recs) {
+  json_t *events = json_array();
+  fp_err_t err = FP_OK;
+  static _Thread_local fp_lc_state_t prev;
+
+  for (size_t j = from; j < to && !err; j++) {
+    char k[300];
+    size_t ki, before = json_array_size(events);
+    fp_incidents_key(sig[j].sig.rule->id, sig[j].sig.entity, k, sizeof(k));
+    ki = key_index(keys, nkeys, k);
+    if (ki == nkeys) continue; /* cannot happen: every signal's key was loaded */
+    memcpy(&prev, &keys[ki].st, sizeof(prev));
+    fp_lc_step(&keys[ki].st, params, &sig[j].sig, events);
+    if (memcmp(&prev, &keys[ki].st, sizeof(prev)) != 0) keys[ki].dirty = 1;
+    for (size_t x = before; x < json_array_size(events); x++) {
+      json_t *ev = json_array_get(events, x);
+      char *payload = json_dumps(ev, JSON_COMPACT | JSON_SORT_KEYS);
+      const char *sev = json_string_value(json_object_get(ev, "severity"));
+      int sv = sev ? fp_sev_parse(sev) : -1;
+      const char *topic = fp_lc_route(sig[j].sig.rule, sv > 0 ? (fp_sev_t)sv : FP_SEV_NONE, default_topic);
+      if (!payload) {
+        err = FP_ERR_NOMEM;
+        break;
+      }
+      json_array_append_new(recs, json_pack("[s,s,s]", topic,
+                                            json_string_value(json_object_get(ev, "incident_id")), payload));
+      free(payload);
+    }
+  }
+  json_decref(events);
+  return err;
+}
+
+static void drop_from(fp_outvec_t *out, size_t start) {
+  while (out->n > start) {
+    fp_outrec_t *r = &out->recs[--out->n];
+    free(r->topic), free(r->key), free(r->payload);
+  }
+}
+
 fp_err_t fp_incidents_apply(fp_store_t *store, const char *source, const fp_lc_params_t *params,
-                            const fp_inc_signal_t *sig, size_t n, int64_t last_offset,
-                            int64_t committed, const char *default_topic, fp_outvec_t *out,
+                            const fp_inc_signal_t *sig_in, size_t n_in, int64_t last_offset,
+                            int64_t committed, const char *default_topic, int64_t due_by,
+                            fp_rule_lookup_fn lookup, void *lookup_arg, fp_outvec_t *out,
                             size_t *replayed, char *errstr, size_t es) {
-  lc_key_t *keys = NULL;
-  size_t nkeys = 0, out_start = out->n;
-  const char **knames = NULL, **states = NULL;
-  char **texts = NULL, **memo_texts = NULL;
-  int64_t *versions = NULL, *due = NULL, *memo_offs = NULL, fence = -1;
+  size_t out_start = out->n, cap = 2 * n_in + FP_LC_MAX_SWEEPS + 1;
+  lc_key_t *keys = calloc(cap, sizeof(*keys));
+  const char **knames = calloc(cap, sizeof(char *)), **states = calloc(cap, sizeof(char *));
+  char **texts = calloc(cap, sizeof(char *)), **memo_texts = calloc(cap, sizeof(char *));
+  int64_t *versions = calloc(cap, sizeof(int64_t)), *due = calloc(cap, sizeof(int64_t));
+  int64_t *memo_offs = calloc(cap, sizeof(int64_t)), fence = -1;
+  fp_inc_signal_t *sig = calloc(cap, sizeof(*sig));
+  fp_lc_due_t *dues = NULL;
+  size_t ndues = 0, nkeys0 = 0;
   fp_err_t err = FP_OK;
   int attempt;
-  static _Thread_local fp_lc_state_t prev_st;
 
   *replayed = 0;
-  if (!(keys = calloc(n ? n : 1, sizeof(*keys))) || !(knames = calloc(n ? n : 1, sizeof(char *))) ||
-      !(texts = calloc(n ? n : 1, sizeof(char *))) || !(versions = calloc(n ? n : 1, sizeof(int64_t))) ||
-      !(states = calloc(n ? n : 1, sizeof(char *))) || !(due = calloc(n ? n : 1, sizeof(int64_t))) ||
-      !(memo_offs = calloc(n ? n : 1, sizeof(int64_t))) || !(memo_texts = calloc(n ? n : 1, sizeof(char *)))) {
-    err = FP_ERR_NOMEM;
+  if (!keys || !knames || !states || !texts || !memo_texts || !versions || !due || !memo_offs || !sig) {
+    err = fp_seterr(errstr, es, FP_ERR_NOMEM, "out of memory");
     goto done;
   }
-  for (size_t i = 0; i < n; i++) {
+  /* the keys the batch's own signals touch */
+  for (size_t i = 0; i < n_in; i++) {
     char k[300];
-    fp_incidents_key(sig[i].sig.rule->id, sig[i].sig.entity, k, sizeof(k));
-    if (key_index(keys, nkeys, k) == nkeys) {
-      snprintf(keys[nkeys].key, sizeof(keys[nkeys].key), "%s", k);
-      keys[nkeys].rule = sig[i].sig.rule;
-      knames[nkeys] = keys[nkeys].key;
-      nkeys++;
+    fp_incidents_key(sig_in[i].sig.rule->id, sig_in[i].sig.entity, k, sizeof(k));
+    if (key_index(keys, nkeys0, k) == nkeys0) {
+      snprintf(keys[nkeys0].key, sizeof(keys[nkeys0].key), "%s", k);
+      keys[nkeys0].rule = sig_in[i].sig.rule;
+      nkeys0++;
     }
   }
 
   for (attempt = 0; attempt < FP_LC_MAX_ATTEMPTS; attempt++) {
-    size_t nmemo = 0, nreplay = 0;
+    size_t nkeys = nkeys0, n = n_in, nmemo = 0, nreplay = 0, nd = 0;
     int conflict = 0;
-    int64_t replay_offs_prev = -1;
 
-    for (size_t i = 0; i < nkeys; i++) {
-      free(keys[i].text);
-      keys[i].text = NULL;
+    for (size_t i = 0; i < nkeys0; i++) knames[i] = keys[i].key;
+    fp_store_lc_due_free(dues, ndues);
+    dues = NULL;
+    ndues = 0;
+    /* (1) states, fence and incidents due, in one round trip */
+    err = fp_store_lc_load(store, source, knames, nkeys0, lookup ? due_by : INT64_MIN,
+                           FP_LC_MAX_SWEEPS, texts, versions, &fence, &dues, &ndues, errstr, es);
+    if (err) goto done;
+    for (size_t i = 0; i < nkeys0; i++) {
+      key_load(&keys[i], texts[i], versions[i]);
+      free(texts[i]);
       texts[i] = NULL;
     }
-    if ((err = fp_store_lc_load(store, source, knames, nkeys, texts, versions, &fence, errstr, es)))
-      goto done;
-    for (size_t i = 0; i < nkeys; i++) {
-      keys[i].text = texts[i];
-      keys[i].version = versions[i];
-      keys[i].dirty = 0;
-      memset(&keys[i].st, 0, sizeof(keys[i].st));
-      if (texts[i]) {
-        json_error_t jerr;
-        json_t *j = json_loads(texts[i], 0, &jerr);
-        if (!j || fp_lc_state_from_json(j, &keys[i].st) != FP_OK) {
-          fp_log_once(FP_LOG_WARN, "incidents", "unreadable lifecycle state for %s; starting afresh",
-                      keys[i].key);
-          memset(&keys[i].st, 0, sizeof(keys[i].st));
-        }
-        json_decref(j);
+    memcpy(sig, sig_in, n_in * sizeof(*sig));
+    /* sweeps: a "time passes" signal at the run's last offset for each incident due */
+    for (size_t d = 0; d < ndues && last_offset > fence; d++) {
+      char *bar = strchr(dues[d].key, '|');
+      const fp_rule_info_t *ri;
+      if (!bar) continue;
+      *bar = '\0';
+      ri = lookup(lookup_arg, dues[d].key);
+      *bar = '|';
+      if (!ri) {
+        fp_log_once(FP_LOG_WARN, "incidents", "open incident %s belongs to a rule that is not "
+                    "loaded; it stays open until the rule returns", dues[d].key);
+        continue;
       }
+      snprintf(keys[nkeys].key, sizeof(keys[nkeys].key), "%s", dues[d].key);
+      keys[nkeys].rule = ri;
+      key_load(&keys[nkeys], dues[d].state, dues[d].version);
+      nkeys++;
+      memset(&sig[n], 0, sizeof(sig[n]));
+      sig[n].offset = last_offset;
+      sig[n].sig.sev = FP_SEV_NONE;
+      sig[n].sig.at_ms = due_by;
+      sig[n].sig.rule = ri;
+      sig[n].sig.entity = bar + 1;
+      n++;
     }
 
-    /* (2) replayed offsets: read their memo in one call */
+    /* and the batch's own keys too: their last signal may be long before the watermark */
+    for (size_t i = 0; lookup && due_by != INT64_MIN && i < nkeys0 && last_offset > fence; i++) {
+      memset(&sig[n], 0, sizeof(sig[n]));
+      sig[n].offset = last_offset;
+      sig[n].sig.sev = FP_SEV_NONE;
+      sig[n].sig.at_ms = due_by;
+      sig[n].sig.rule = keys[i].rule;
+      sig[n].sig.entity = strchr(keys[i].key, '|') + 1;
+      n++;
+    }
+
+    /* (2) offsets at or below the fence were applied before: their events come from the memo */
     for (size_t i = 0; i < n; i++)
-      if (sig[i].offset <= fence && sig[i].offset != replay_offs_prev)
-        memo_offs[nreplay++] = replay_offs_prev = sig[i].offset;
+      if (sig[i].offset <= fence && (nreplay == 0 || memo_offs[nreplay - 1] != sig[i].offset))
+        memo_offs[nreplay++] = sig[i].offset;
     if (nreplay) {
-      char **mt = calloc(nreplay, sizeof(char *));
-      if (!mt) {
-        err = FP_ERR_NOMEM;
-        goto done;
-      }
-      if ((err = fp_store_lc_memo(store, source, memo_offs, nreplay, mt, errstr, es))) {
-        free(mt);
-        goto done;
-      }
+      if ((err = fp_store_lc_memo(store, source, memo_offs, nreplay, memo_texts, errstr, es))) goto done;
       for (size_t i = 0; i < nreplay; i++) {
-        if (mt[i] && err == FP_OK) err = add_memo(out, memo_offs[i], mt[i]);
-        free(mt[i]);
+        if (memo_texts[i] && err == FP_OK) err = add_memo(out, memo_offs[i], memo_texts[i]);
+        free(memo_texts[i]);
+        memo_texts[i] = NULL;
       }
-      free(mt);
       if (err) goto done;
       *replayed = nreplay;
     }
 
     /* (3) new offsets: step the state machines in offset order */
     for (size_t i = 0; i < n;) {
-      int64_t off = sig[i].offset;
-      json_t *events = json_array(), *recs = json_array();
       size_t j = i;
+      int64_t off = sig[i].offset;
+      json_t *recs;
+      while (j < n && sig[j].offset == off) j++;
       if (off <= fence) {
-        while (i < n && sig[i].offset == off) i++;
-        json_decref(events);
-        json_decref(recs);
+        i = j;
         continue;
       }
-      for (; j < n && sig[j].offset == off; j++) {
-        char k[300];
-        size_t ki, before = json_array_size(events);
-        fp_incidents_key(sig[j].sig.rule->id, sig[j].sig.entity, k, sizeof(k));
-        ki = key_index(keys, nkeys, k);
-        memcpy(&prev_st, &keys[ki].st, sizeof(prev_st));
-        fp_lc_step(&keys[ki].st, params, &sig[j].sig, events);
-        if (memcmp(&prev_st, &keys[ki].st, sizeof(prev_st)) != 0) keys[ki].dirty = 1;
-        for (size_t x = before; x < json_array_size(events); x++) {
-          json_t *ev = json_array_get(events, x);
-          char *payload = json_dumps(ev, JSON_COMPACT | JSON_SORT_KEYS);
-          const char *sev = json_string_value(json_object_get(ev, "severity"));
-          const char *topic = fp_lc_route(sig[j].sig.rule, sev ? (fp_sev_t)fp_sev_parse(sev) : FP_SEV_NONE,
-                                          default_topic);
-          if (!payload) {
-            err = FP_ERR_NOMEM;
-            break;
-          }
-          json_array_append_new(recs, json_pack("[s,s,s]", topic,
-                                                json_string_value(json_object_get(ev, "incident_id")),
-                                                payload));
-          free(payload);
-        }
-      }
-      json_decref(events);
+      recs = json_array();
+      err = step_offset(keys, nkeys, params, sig, i, j, default_topic, recs);
       if (!err && json_array_size(recs) > 0) {
         size_t x;
         json_t *rec;
         memo_offs[nmemo] = off;
-        memo_texts[nmemo] = json_dumps(recs, JSON_COMPACT);
-        if (!memo_texts[nmemo]) err = FP_ERR_NOMEM;
+        if (!(memo_texts[nmemo] = json_dumps(recs, JSON_COMPACT))) err = FP_ERR_NOMEM;
         else nmemo++;
         json_array_foreach(recs, x, rec) {
-          const char *topic = json_string_value(json_array_get(rec, 0));
-          const char *key = json_string_value(json_array_get(rec, 1));
           const char *payload = json_string_value(json_array_get(rec, 2));
-          if (!err) err = fp_outvec_add(out, off, topic, key, payload, strlen(payload));
+          if (!err)
+            err = fp_outvec_add(out, off, json_string_value(json_array_get(rec, 0)),
+                                json_string_value(json_array_get(rec, 1)), payload, strlen(payload));
         }
       }
       json_decref(recs);
@@ -253,16 +306,17 @@ fp_err_t fp_incidents_apply(fp_store_t *store, const char *source, const fp_lc_p
       i = j;
     }
 
-    /* (4) commit */
-    size_t nd = 0;
+    /* (4) commit the changed states, the memo and the fence, atomically */
     for (size_t i = 0; i < nkeys; i++) {
+      json_t *sj;
+      char *text;
       if (!keys[i].dirty) continue;
-      json_t *sj = fp_lc_state_to_json(&keys[i].st);
-      char *text = json_dumps(sj, JSON_COMPACT);
+      sj = fp_lc_state_to_json(&keys[i].st);
+      text = json_dumps(sj, JSON_COMPACT);
       json_decref(sj);
       if (!text) {
         err = FP_ERR_NOMEM;
-        goto done;
+        break;
       }
       knames[nd] = keys[i].key;
       versions[nd] = keys[i].version;
@@ -270,7 +324,7 @@ fp_err_t fp_incidents_apply(fp_store_t *store, const char *source, const fp_lc_p
       due[nd] = keys[i].st.open ? keys[i].st.last_signal_ms + keys[i].rule->resolve_after_ms : -1;
       nd++;
     }
-    if (last_offset > fence || nd > 0)
+    if (!err && (last_offset > fence || nd > 0))
       err = fp_store_lc_commit(store, source, knames, versions, states, due, nd, memo_offs,
                                (const char *const *)memo_texts, nmemo,
                                last_offset > fence ? last_offset : fence, committed, &conflict,
@@ -280,29 +334,20 @@ fp_err_t fp_incidents_apply(fp_store_t *store, const char *source, const fp_lc_p
       free(memo_texts[i]);
       memo_texts[i] = NULL;
     }
-    /* knames was reused for the dirty subset: rebuild it for a retry */
-    for (size_t i = 0; i < nkeys; i++) knames[i] = keys[i].key;
     if (err) goto done;
     if (!conflict) break;
-    /* another worker changed a key: drop this attempt's records and recompute */
-    while (out->n > out_start) {
-      fp_outrec_t *r = &out->recs[--out->n];
-      free(r->topic), free(r->key), free(r->payload);
-    }
+    /* another worker or instance changed a key meanwhile: recompute from fresh state */
+    drop_from(out, out_start);
     *replayed = 0;
     fp_log(FP_LOG_DEBUG, "incidents", "%s: lifecycle conflict, retrying", source);
   }
   if (attempt == FP_LC_MAX_ATTEMPTS)
     err = fp_seterr(errstr, es, FP_ERR_REDIS, "lifecycle: too many concurrent conflicts");
 done:
-  if (err) {
-    while (out->n > out_start) {
-      fp_outrec_t *r = &out->recs[--out->n];
-      free(r->topic), free(r->key), free(r->payload);
-    }
-  }
-  for (size_t i = 0; keys && i < nkeys; i++) free(keys[i].text);
+  if (err) drop_from(out, out_start);
+  fp_store_lc_due_free(dues, ndues);
+  for (size_t i = 0; texts && i < cap; i++) free(texts[i]);
   free(keys), free(knames), free(texts), free(versions), free(states), free(due), free(memo_offs);
-  free(memo_texts);
+  free(memo_texts), free(sig);
   return err;
 }

@@ -34,15 +34,21 @@ void fp_outvec_free(fp_outvec_t *v);
 fp_err_t fp_outvec_add(fp_outvec_t *v, int64_t offset, const char *topic, const char *key,
                        const char *payload, size_t len);
 
+/** Finds a loaded rule by id (for sweeps); NULL when it is not loaded. */
+typedef const fp_rule_info_t *(*fp_rule_lookup_fn)(void *arg, const char *rule_id);
+
 /**
  * Applies @p sig (ascending offsets) for @p source; @p last_offset is the batch's last
- * offset (the lifecycle fence moves there even when it produced nothing). Events are
- * appended to @p out with their offsets. @p rules resolves sweep keys to rules.
+ * offset (the lifecycle fence moves there even when it produced nothing). In the same
+ * round trip as the states, open incidents due by @p due_by (the source's watermark) are
+ * found and get a "time passes" signal at @p last_offset (sweeps; @p lookup NULL: none).
+ * Events are appended to @p out with their offsets.
  * @returns FP_OK, or FP_ERR_REDIS / FP_ERR_REDIS_FATAL from the store (retry the batch).
  */
 fp_err_t fp_incidents_apply(fp_store_t *store, const char *source, const fp_lc_params_t *params,
                             const fp_inc_signal_t *sig, size_t n, int64_t last_offset,
-                            int64_t committed, const char *default_topic, fp_outvec_t *out,
+                            int64_t committed, const char *default_topic, int64_t due_by,
+                            fp_rule_lookup_fn lookup, void *lookup_arg, fp_outvec_t *out,
                             size_t *replayed, char *errstr, size_t errstr_size);
 
 /** The lifecycle key of a (rule, entity): "rule|entity" into @p buf. */

@@ -29,6 +29,7 @@ static const double store_bounds[] = {1e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e
 struct fp_rule_metrics_s {
   char *id;
   _Atomic uint64_t evals, fires, errors, quarantines;
+  _Atomic int64_t quarantined_now; /* worker rule sets in which the rule is quarantined */
   fp_hist_t eval_time;
   struct fp_rule_metrics_s *next;
 };
@@ -44,6 +45,8 @@ struct fp_metrics_s {
   _Atomic uint64_t incidents[NSTATUS][NSEV];
   _Atomic uint64_t store_errors;
   fp_hist_t store_time;
+  fp_lag_t *lags; /* consumer lag per partition, replaced whole by each statistics report */
+  size_t nlags;
 };
 
 static void hist_init(fp_hist_t *h, const double *bounds, size_t nb) {
@@ -76,6 +79,7 @@ void fp_metrics_destroy(fp_metrics_t *m) {
     free(m->rules);
     m->rules = n;
   }
+  free(m->lags);
   pthread_mutex_destroy(&m->mu);
   free(m);
 }
@@ -109,7 +113,38 @@ void fp_metrics_rule_eval(fp_rule_metrics_t *r, int64_t ns, int failed, int fire
 }
 
 void fp_metrics_rule_quarantined(fp_rule_metrics_t *r) {
-  if (r) atomic_fetch_add_explicit(&r->quarantines, 1, memory_order_relaxed);
+  if (!r) return;
+  atomic_fetch_add_explicit(&r->quarantines, 1, memory_order_relaxed);
+  atomic_fetch_add_explicit(&r->quarantined_now, 1, memory_order_relaxed);
+}
+
+void fp_metrics_rule_unquarantined(fp_rule_metrics_t *r) {
+  if (r && atomic_fetch_sub_explicit(&r->quarantined_now, 1, memory_order_relaxed) <= 0)
+    atomic_fetch_add_explicit(&r->quarantined_now, 1, memory_order_relaxed); /* never below 0 */
+}
+
+void fp_metrics_rules_state(fp_metrics_t *m, int64_t nworkers, size_t *nrules, size_t *nquarantined) {
+  *nrules = *nquarantined = 0;
+  if (!m) return;
+  pthread_mutex_lock(&m->mu);
+  for (fp_rule_metrics_t *r = m->rules; r; r = r->next) {
+    (*nrules)++;
+    if (atomic_load(&r->quarantined_now) >= (nworkers > 0 ? nworkers : 1)) (*nquarantined)++;
+  }
+  pthread_mutex_unlock(&m->mu);
+}
+
+fp_err_t fp_metrics_set_lags(fp_metrics_t *m, const fp_lag_t *lags, size_t n) {
+  fp_lag_t *copy = NULL;
+  if (!m) return FP_ERR_INVALID_ARG;
+  if (n && !(copy = malloc(n * sizeof(*copy)))) return FP_ERR_NOMEM;
+  if (n) memcpy(copy, lags, n * sizeof(*copy));
+  pthread_mutex_lock(&m->mu);
+  free(m->lags);
+  m->lags = copy;
+  m->nlags = n;
+  pthread_mutex_unlock(&m->mu);
+  return FP_OK;
 }
 
 static size_t index_of(const char *const *names, size_t n, const char *s) {
@@ -195,6 +230,22 @@ fp_err_t fp_metrics_render(fp_metrics_t *m, fp_buf_t *out) {
                      "# TYPE flashpoint_rule_eval_seconds histogram\n");
   for (fp_rule_metrics_t *r = m->rules; r; r = r->next)
     hist_render(out, "flashpoint_rule_eval_seconds", "rule", r->id, &r->eval_time);
+  fp_buf_printf(out, "# HELP flashpoint_rule_quarantined Worker rule sets in which the rule is "
+                     "quarantined now.\n# TYPE flashpoint_rule_quarantined gauge\n");
+  for (fp_rule_metrics_t *r = m->rules; r; r = r->next) {
+    fp_buf_printf(out, "flashpoint_rule_quarantined{rule=\"");
+    label_value(out, r->id);
+    fp_buf_printf(out, "\"} %lld\n", (long long)atomic_load(&r->quarantined_now));
+  }
+  fp_buf_printf(out, "# HELP flashpoint_consumer_lag_messages Messages behind the partition end "
+                     "(committed offset), from librdkafka statistics.\n"
+                     "# TYPE flashpoint_consumer_lag_messages gauge\n");
+  for (size_t i = 0; i < m->nlags; i++) {
+    fp_buf_printf(out, "flashpoint_consumer_lag_messages{topic=\"");
+    label_value(out, m->lags[i].topic);
+    fp_buf_printf(out, "\",partition=\"%d\"} %lld\n", (int)m->lags[i].partition,
+                  (long long)m->lags[i].lag);
+  }
   pthread_mutex_unlock(&m->mu);
 
   fp_buf_printf(out, "# HELP flashpoint_incident_events_total Incident events acknowledged by Kafka.\n"

@@ -23,14 +23,32 @@ fp_rule_metrics_t *fp_metrics_rule(fp_metrics_t *m, const char *id);
 /** One evaluation of a rule function: its duration, whether it failed, whether it returned
  * a severity. NULL @p r is ignored. */
 void fp_metrics_rule_eval(fp_rule_metrics_t *r, int64_t ns, int failed, int fired);
+/** A worker quarantined rule @p r: counts it and raises the rule's "quarantined now" gauge
+ * (worker rule sets in which the rule is quarantined). */
 void fp_metrics_rule_quarantined(fp_rule_metrics_t *r);
+/** A worker dropped a rule set in which @p r was quarantined (a reload): lowers the gauge. */
+void fp_metrics_rule_unquarantined(fp_rule_metrics_t *r);
+/** Readiness: @p nrules is the number of rule series, @p nquarantined the number of them
+ * quarantined in at least @p nworkers worker rule sets (that is, evaluated nowhere). */
+void fp_metrics_rules_state(fp_metrics_t *m, int64_t nworkers, size_t *nrules, size_t *nquarantined);
+
+/** Consumer lag of one partition, from librdkafka's statistics. */
+typedef struct fp_lag_s {
+  char topic[200];
+  int32_t partition;
+  int64_t lag;
+} fp_lag_t;
+/** Replaces the consumer lag table with @p n entries of @p lags (copied; borrowed for the
+ * call). Thread-safe. */
+fp_err_t fp_metrics_set_lags(fp_metrics_t *m, const fp_lag_t *lags, size_t n);
 
 /** An incident event acknowledged by Kafka. */
 void fp_metrics_incident(fp_metrics_t *m, const char *status, const char *severity);
 /** One state-store round trip. */
 void fp_metrics_store_call(fp_metrics_t *m, int64_t ns, int failed);
 
-/** Appends every series of the registry to @p out in the Prometheus text format. */
+/** Appends every series of the registry (rules, incidents, store, consumer lag) to @p out in
+ * the Prometheus text format. */
 fp_err_t fp_metrics_render(fp_metrics_t *m, fp_buf_t *out);
 
 #endif

@@ -6,7 +6,7 @@
  * Steps of a run: decode each input (bad -> status and reason, for the dead-letter topic);
  * drop mentions later than the watermark minus windows.lateness (status FP_ERR_LATE); rules
  * stage 1 (window ops); ONE store round trip for every window op of the run; rules stage 2
- * (severities); sweeps (incidents due by the watermark); the lifecycle (incidents.c). A
+ * (severities); the lifecycle with sweeps of incidents due by the watermark (incidents.c). A
  * retriable store failure asks the caller's retry callback whether to try the step again;
  * nothing of an abandoned run is reported and the watermark does not move.
  */
@@ -19,7 +19,6 @@
 #include "lifecycle.h"
 #include "log.h"
 #include "mention.h"
-#include "store_lc.h"
 #include "util.h"
 
 struct fp_pipeline_s {
@@ -46,8 +45,6 @@ struct fp_pipeline_s {
   size_t nhits, caphits;
   fp_opvec_t ops;
   fp_outvec_t events;
-  char **sweep_keys;
-  size_t nsweep;
 };
 
 static fp_err_t bind_rule_metrics(fp_pipeline_t *p) {
@@ -93,13 +90,6 @@ err:
   return NULL;
 }
 
-static void release_sweeps(fp_pipeline_t *p) {
-  for (size_t i = 0; i < p->nsweep; i++) free(p->sweep_keys[i]);
-  free(p->sweep_keys);
-  p->sweep_keys = NULL;
-  p->nsweep = 0;
-}
-
 /* Releases the per-input documents and Lua tables of the last run. */
 static void release_inputs(fp_pipeline_t *p, size_t n) {
   for (size_t i = 0; i < n; i++) {
@@ -112,7 +102,6 @@ static void release_inputs(fp_pipeline_t *p, size_t n) {
 void fp_pipeline_destroy(fp_pipeline_t *p) {
   if (!p) return;
   release_inputs(p, p->cap);
-  release_sweeps(p);
   free(p->mentions), free(p->mrefs), free(p->status), free(p->reason);
   free(p->hits), free(p->hit_in), free(p->sigs);
   fp_opvec_free(&p->ops);
@@ -172,43 +161,12 @@ static fp_err_t hits_reserve(fp_pipeline_t *p, size_t n) {
   return FP_OK;
 }
 
-/*
- * Sweeps: an open incident whose entity falls silent must still resolve. The store lists
- * the incidents due by the watermark; each gets a "time passes" signal at the run's last
- * offset, so the resolution is fenced and memoised with that offset like any other
- * lifecycle step. The resolution is dated at its due time (lifecycle.c), so it does not
- * matter which run or which instance finds it. @returns the new signal count.
- */
-static size_t add_sweeps(fp_pipeline_t *p, size_t nsig, int64_t wm, int64_t last_offset) {
-  char errbuf[256];
-  release_sweeps(p);
-  if (fp_store_lc_due(p->store, wm, 64, &p->sweep_keys, &p->nsweep, errbuf, sizeof(errbuf)) != FP_OK) {
-    fp_log_once(FP_LOG_WARN, "incidents", "listing due incidents failed: %s", errbuf);
-    return nsig;
-  }
-  if (p->nsweep && hits_reserve(p, nsig + p->nsweep) != FP_OK) return nsig;
-  for (size_t i = 0; i < p->nsweep; i++) {
-    const fp_rule_info_t *ri = NULL;
-    char *bar = p->sweep_keys[i] ? strchr(p->sweep_keys[i], '|') : NULL;
-    if (!bar) continue;
-    *bar = '\0';
-    for (size_t r = 0; r < fp_rules_count(p->rules) && !ri; r++)
-      if (!strcmp(fp_rules_info(p->rules, r)->id, p->sweep_keys[i])) ri = fp_rules_info(p->rules, r);
-    *bar = '|';
-    if (!ri) {
-      fp_log_once(FP_LOG_WARN, "incidents", "open incident %s belongs to a rule that is no longer "
-                  "loaded; it stays open until the rule returns", p->sweep_keys[i]);
-      continue;
-    }
-    fp_inc_signal_t *s = &p->sigs[nsig++];
-    memset(s, 0, sizeof(*s));
-    s->offset = last_offset;
-    s->sig.sev = FP_SEV_NONE;
-    s->sig.at_ms = wm;
-    s->sig.rule = ri;
-    s->sig.entity = bar + 1;
-  }
-  return nsig;
+/* Sweeps find open incidents by rule id: the lookup the lifecycle needs. */
+static const fp_rule_info_t *lookup_rule(void *arg, const char *id) {
+  fp_rules_t *rules = arg;
+  for (size_t r = 0; r < fp_rules_count(rules); r++)
+    if (!strcmp(fp_rules_info(rules, r)->id, id)) return fp_rules_info(rules, r);
+  return NULL;
 }
 
 fp_err_t fp_pipeline_run(fp_pipeline_t *p, const char *source, int64_t *watermark,
@@ -297,14 +255,14 @@ fp_err_t fp_pipeline_run(fp_pipeline_t *p, const char *source, int64_t *watermar
     s->sig.nvalues = hit->op_count;
   }
   out->rule_errors += nerrors;
-  if (sweep && wm != INT64_MIN) nsig = add_sweeps(p, nsig, wm, last_offset);
 
   /* the lifecycle: load, step, commit (two round trips) */
   for (attempt = 0;; attempt++) {
     int64_t t0 = fp_mono_ns();
     fp_outvec_reset(&p->events);
     err = fp_incidents_apply(p->store, source, &p->lcp, p->sigs, nsig, last_offset, committed,
-                             p->output_topic, &p->events, &replayed, errstr, es);
+                             p->output_topic, sweep ? wm : INT64_MIN, lookup_rule, p->rules,
+                             &p->events, &replayed, errstr, es);
     fp_metrics_store_call(p->metrics, fp_mono_ns() - t0, err != FP_OK);
     out->roundtrips += 2;
     if (err == FP_OK) break;

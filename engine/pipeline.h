@@ -65,7 +65,8 @@ fp_store_t *fp_pipeline_store(fp_pipeline_t *p);
  * @param watermark in: the highest event time seen on the source (INT64_MIN if none);
  *        out: updated only when the run succeeds.
  * @param committed offsets below it are committed: the store may drop their memo.
- * @param sweep non-zero: also resolve incidents due by the watermark (see worker.c).
+ * @param sweep non-zero: also resolve open incidents due by the watermark (no extra round
+ *        trip; the worker asks for it on every run, see incidents.h).
  * @returns FP_OK; FP_ERR_REDIS when @p retry abandoned the run; FP_ERR_REDIS_FATAL or
  *          FP_ERR_NOMEM when the run cannot be done.
  */

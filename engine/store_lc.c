@@ -64,6 +64,7 @@ static fp_err_t run(fp_store_t *s, lc_args_t *a, fp_store_reply_t *rep, char *er
   return s->be->eval(s, &fp_store_lifecycle_script, a->n, a->v, a->l, rep, errstr, es);
 }
 
+
 static char *dup_reply(const fp_store_reply_t *rep, size_t i) {
   char *p;
   if (i >= rep->n || !rep->str[i]) return NULL;
@@ -73,46 +74,85 @@ static char *dup_reply(const fp_store_reply_t *rep, size_t i) {
   return p;
 }
 
+/* Splits a stored "<version> <json>" into a malloc'd JSON text and the version. */
+static fp_err_t split_state(const char *p, size_t len, char **state, int64_t *version) {
+  const char *sp = memchr(p, ' ', len);
+  if (!sp) return FP_ERR_SCHEMA;
+  *version = strtoll(p, NULL, 10);
+  len -= (size_t)(sp + 1 - p);
+  if (!(*state = malloc(len + 1))) return FP_ERR_NOMEM;
+  memcpy(*state, sp + 1, len);
+  (*state)[len] = '\0';
+  return FP_OK;
+}
+
+void fp_store_lc_due_free(fp_lc_due_t *due, size_t n) {
+  for (size_t i = 0; due && i < n; i++) {
+    free(due[i].key);
+    free(due[i].state);
+  }
+  free(due);
+}
+
 fp_err_t fp_store_lc_load(fp_store_t *s, const char *source, const char *const *keys, size_t n,
-                          char **states_out, int64_t *versions_out, int64_t *fence_out,
-                          char *errstr, size_t es) {
+                          int64_t due_by, size_t max_due, char **states_out,
+                          int64_t *versions_out, int64_t *fence_out, fp_lc_due_t **due_out,
+                          size_t *ndue_out, char *errstr, size_t es) {
   lc_args_t a;
   fp_store_reply_t rep;
-  fp_err_t err;
-  if (args_init(&a, 1)) return FP_ERR_NOMEM;
+  fp_err_t err = FP_ERR_NOMEM;
+  size_t ndue;
+  fp_lc_due_t *due = NULL;
+
+  *due_out = NULL;
+  *ndue_out = 0;
+  for (size_t i = 0; i < n; i++) states_out[i] = NULL;
+  if (args_init(&a, 3)) return FP_ERR_NOMEM;
   if (args_str(&a, "load") || args_str(&a, s->prefix) || args_str(&a, source) ||
-      args_num(&a, (int64_t)n)) {
-    args_free(&a);
-    return FP_ERR_NOMEM;
-  }
+      (due_by == INT64_MIN ? args_str(&a, "-") : args_num(&a, due_by)) ||
+      args_num(&a, (int64_t)max_due) || args_num(&a, (int64_t)n))
+    goto out;
   for (size_t i = 0; i < n; i++)
-    if (args_str(&a, keys[i])) {
-      args_free(&a);
-      return FP_ERR_NOMEM;
-    }
-  err = run(s, &a, &rep, errstr, es);
-  args_free(&a);
-  if (err) return err;
-  if (rep.n != n + 1 || !rep.str[0])
-    return fp_seterr(errstr, es, FP_ERR_FATAL, "store: lifecycle load: malformed reply");
+    if (args_str(&a, keys[i])) goto out;
+  if ((err = run(s, &a, &rep, errstr, es))) goto out;
+  if (rep.n < n + 1 || !rep.str[0] || (rep.n - n - 1) % 2) {
+    err = fp_seterr(errstr, es, FP_ERR_FATAL, "store: lifecycle load: malformed reply");
+    goto out;
+  }
   *fence_out = strtoll(rep.str[0], NULL, 10);
   for (size_t i = 0; i < n; i++) {
-    states_out[i] = NULL;
     versions_out[i] = 0;
-    if (rep.str[i + 1]) {
-      const char *p = rep.str[i + 1], *sp = memchr(p, ' ', rep.len[i + 1]);
-      if (!sp) return fp_seterr(errstr, es, FP_ERR_FATAL, "store: lifecycle state of %s malformed", keys[i]);
-      versions_out[i] = strtoll(p, NULL, 10);
-      size_t len = rep.len[i + 1] - (size_t)(sp + 1 - p);
-      if (!(states_out[i] = malloc(len + 1))) {
-        for (size_t j = 0; j < i; j++) free(states_out[j]);
-        return FP_ERR_NOMEM;
-      }
-      memcpy(states_out[i], sp + 1, len);
-      states_out[i][len] = '\0';
+    if (rep.str[i + 1] && (err = split_state(rep.str[i + 1], rep.len[i + 1], &states_out[i], &versions_out[i]))) {
+      fp_seterr(errstr, es, err, "store: lifecycle state of %s malformed", keys[i]);
+      goto fail;
     }
   }
-  return FP_OK;
+  ndue = (rep.n - n - 1) / 2;
+  if (ndue && !(due = calloc(ndue, sizeof(*due)))) {
+    err = FP_ERR_NOMEM;
+    goto fail;
+  }
+  for (size_t i = 0; i < ndue; i++) {
+    size_t k = n + 1 + 2 * i;
+    if (!rep.str[k] || !rep.str[k + 1] || !(due[i].key = dup_reply(&rep, k)) ||
+        split_state(rep.str[k + 1], rep.len[k + 1], &due[i].state, &due[i].version) != FP_OK) {
+      fp_store_lc_due_free(due, ndue);
+      err = fp_seterr(errstr, es, FP_ERR_FATAL, "store: lifecycle load: malformed due entry");
+      goto fail;
+    }
+  }
+  *due_out = due;
+  *ndue_out = ndue;
+  err = FP_OK;
+  goto out;
+fail:
+  for (size_t i = 0; i < n; i++) {
+    free(states_out[i]);
+    states_out[i] = NULL;
+  }
+out:
+  args_free(&a);
+  return err;
 }
 
 fp_err_t fp_store_lc_memo(fp_store_t *s, const char *source, const int64_t *offsets, size_t n,
@@ -162,31 +202,6 @@ fp_err_t fp_store_lc_commit(fp_store_t *s, const char *source, const char *const
   if (rep.n >= 1 && rep.str[0] && !strcmp(rep.str[0], "ok")) err = FP_OK;
   else if (rep.n >= 1 && rep.str[0] && !strcmp(rep.str[0], "conflict")) *conflict = 1;
   else err = fp_seterr(errstr, es, FP_ERR_FATAL, "store: lifecycle commit: malformed reply");
-out:
-  args_free(&a);
-  return err;
-}
-
-fp_err_t fp_store_lc_due(fp_store_t *s, int64_t now_ms, size_t max, char ***keys_out,
-                         size_t *n_out, char *errstr, size_t es) {
-  lc_args_t a;
-  fp_store_reply_t rep;
-  fp_err_t err = FP_ERR_NOMEM;
-  char **keys = NULL;
-  *keys_out = NULL;
-  *n_out = 0;
-  if (args_init(&a, 2)) return FP_ERR_NOMEM;
-  if (args_str(&a, "due") || args_str(&a, s->prefix) || args_num(&a, now_ms) ||
-      args_num(&a, (int64_t)max))
-    goto out;
-  if ((err = run(s, &a, &rep, errstr, es))) goto out;
-  if (rep.n && !(keys = calloc(rep.n, sizeof(*keys)))) {
-    err = FP_ERR_NOMEM;
-    goto out;
-  }
-  for (size_t i = 0; i < rep.n; i++) keys[i] = dup_reply(&rep, i);
-  *keys_out = keys;
-  *n_out = rep.n;
 out:
   args_free(&a);
   return err;

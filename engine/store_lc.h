@@ -10,15 +10,28 @@
 
 #include "store.h"
 
+/** An open incident found due by fp_store_lc_load (a sweep). All strings malloc'd. */
+typedef struct fp_lc_due_s {
+  char *key;
+  char *state;
+  int64_t version;
+} fp_lc_due_t;
+
 /**
- * Loads the state of @p n lifecycle keys and the lifecycle fence of @p source.
+ * Loads the state of @p n lifecycle keys and the lifecycle fence of @p source, and (when
+ * @p due_by is not INT64_MIN) up to @p max_due other open incidents due at or before
+ * @p due_by, in the same round trip.
  * @param states_out receives malloc'd JSON texts (NULL where no state exists); the caller
  *        frees them.
  * @param versions_out receives each key's version (0 where none).
+ * @param due_out receives a malloc'd array of *ndue_out entries (free each field and the
+ *        array with fp_store_lc_due_free).
  */
 fp_err_t fp_store_lc_load(fp_store_t *s, const char *source, const char *const *keys, size_t n,
-                          char **states_out, int64_t *versions_out, int64_t *fence_out,
-                          char *errstr, size_t errstr_size);
+                          int64_t due_by, size_t max_due, char **states_out,
+                          int64_t *versions_out, int64_t *fence_out, fp_lc_due_t **due_out,
+                          size_t *ndue_out, char *errstr, size_t errstr_size);
+void fp_store_lc_due_free(fp_lc_due_t *due, size_t n);
 
 /** Reads the memoised events of @p n offsets (malloc'd texts, NULL where none). */
 fp_err_t fp_store_lc_memo(fp_store_t *s, const char *source, const int64_t *offsets, size_t n,
@@ -35,9 +48,5 @@ fp_err_t fp_store_lc_commit(fp_store_t *s, const char *source, const char *const
                             const int64_t *due_ms, size_t n, const int64_t *memo_offsets,
                             const char *const *memo_texts, size_t nmemo, int64_t fence,
                             int64_t committed, int *conflict, char *errstr, size_t errstr_size);
-
-/** Lists up to @p max keys of open incidents due (no signal) at or before @p now_ms. */
-fp_err_t fp_store_lc_due(fp_store_t *s, int64_t now_ms, size_t max, char ***keys_out,
-                         size_t *n_out, char *errstr, size_t errstr_size);
 
 #endif

@@ -15,11 +15,13 @@ Key layout (P = prefix, S = source "topic:partition", K = "rule|entity"):
                   no signal arrives by then. Small: one field per open incident.
 
 Protocol (ARGV only, replies are arrays of strings):
-  load   P S n K1..Kn            -> { fence or "-1", state1 or false, ... }  (state = "<v> <json>")
+  load   P S due_by max n K1..Kn -> { fence or "-1", state1 or false, ..., stateN,
+                                    Kd1, stated1, Kd2, stated2, ... }  (state = "<v> <json>")
+                                 the Kd are up to `max` open incidents due at or before
+                                 due_by that are not among K1..Kn (sweeps); due_by "-" = none
   memo   P S n O1..On            -> { text1 or false, ... }
   commit P S fence committed memo_ttl state_ttl n (K v state due)*n m (O text)*m
                                  -> { "ok" } or { "conflict", K }
-  due    P now max               -> { K1, K2, ... }
 ]]
 
 local call = redis.call
@@ -29,9 +31,31 @@ local P = ARGV[2]
 local function fint(x) return string.format('%d', x) end
 
 if op == 'load' then
-  local S, n = ARGV[3], tonumber(ARGV[4])
-  local res = { call('GET', P .. ':lcf:' .. S) or '-1' }
-  for i = 1, n do res[i + 1] = call('GET', P .. ':lc:' .. ARGV[4 + i]) end
+  local S, due_by, max, n = ARGV[3], ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
+  local res, asked = { call('GET', P .. ':lcf:' .. S) or '-1' }, {}
+  for i = 1, n do
+    local K = ARGV[6 + i]
+    asked[K] = true
+    res[i + 1] = call('GET', P .. ':lc:' .. K)
+  end
+  if due_by ~= '-' and max > 0 then
+    local now, found = tonumber(due_by), 0
+    local all = call('HGETALL', P .. ':lco')
+    for i = 1, #all, 2 do
+      if found >= max then break end
+      local K = all[i]
+      if not asked[K] and tonumber(all[i + 1]) <= now then
+        local st = call('GET', P .. ':lc:' .. K)
+        if st then
+          res[#res + 1] = K
+          res[#res + 1] = st
+          found = found + 1
+        else
+          call('HDEL', P .. ':lco', K) -- the state expired: nothing left to resolve
+        end
+      end
+    end
+  end
   return res
 end
 
@@ -85,17 +109,6 @@ if op == 'commit' then
   if fence > cur then cur = fence end
   call('SET', fkey, fint(cur), 'PX', fint(state_ttl))
   return { 'ok' }
-end
-
-if op == 'due' then
-  local now, max = tonumber(ARGV[3]), tonumber(ARGV[4])
-  local all = call('HGETALL', P .. ':lco')
-  local res = {}
-  for i = 1, #all, 2 do
-    if #res >= max then break end
-    if tonumber(all[i + 1]) <= now then res[#res + 1] = all[i] end
-  end
-  return res
 end
 
 return redis.error_reply('store_lifecycle.lua: unknown operation ' .. tostring(op))

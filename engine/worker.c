@@ -231,19 +231,15 @@ static void process_run(fp_worker_t *w, fp_part_t *p, size_t k) {
   fp_err_t err;
   fp_pipeline_out_t po;
   retry_ctx_t rc = {w, p};
-  int64_t wm = atomic_load(&p->max_event_ms), now = fp_mono_ns();
+  int64_t wm = atomic_load(&p->max_event_ms);
   uint64_t ndlq = 0;
-  int sweep = 0;
+  int sweep = 1; /* resolving incidents due costs no extra round trip */
 
   if (atomic_load(&p->revoked)) goto release; /* not ours any more: the next owner replays */
   for (size_t i = 0; i < k; i++) {
     b->in[i].payload = b->nodes[i]->msg->payload;
     b->in[i].len = b->nodes[i]->msg->len;
     b->in[i].offset = b->nodes[i]->msg->offset;
-  }
-  if (now - w->last_sweep_ns >= 1000000000LL) { /* incidents due: at most once a second */
-    w->last_sweep_ns = now;
-    sweep = 1;
   }
   err = fp_pipeline_run(w->pipeline, p->source, &wm, atomic_load(&p->committed), b->in, k, sweep,
                         retry_store, &rc, &po, errbuf, sizeof(errbuf));
