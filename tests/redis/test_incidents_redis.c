@@ -1,0 +1,124 @@
+/*
+ * redis tier: the lifecycle in a real Redis shared by several workers. Two threads, each
+ * with its own connection (as two engine instances would have), feed signals for the same
+ * entity from different partitions at the same time: exactly one incident opens, and the
+ * escalation happens once. Then: a replay returns the memo; the memo is pruned below the
+ * committed offset.
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <unistd.h>
+
+#include "../unit/incidents_fixture.h"
+#include "store.h"
+
+static char prefix[64];
+
+static fp_store_t *connect_store(void) {
+  char err[256];
+  fp_store_redis_conf_t rc;
+  memset(&rc, 0, sizeof(rc));
+  rc.host = fpt_redis_host();
+  rc.port = fpt_redis_port();
+  rc.prefix = prefix;
+  rc.connect_timeout_ms = 2000;
+  rc.command_timeout_ms = 5000;
+  rc.memo_ttl_ms = 600000;
+  fp_store_t *st = fp_store_redis_new(&rc, err, sizeof(err));
+  FPT_CHECK(st != NULL, "connect: %s", st ? "" : err);
+  return st;
+}
+
+typedef struct {
+  const char *source;
+  int base;
+  int opened, escalated, events;
+} worker_arg_t;
+
+static void *worker(void *arg) {
+  worker_arg_t *a = arg;
+  fp_store_t *st = connect_store();
+  fp_outvec_t out = {0};
+  if (!st) return NULL;
+  for (int i = 0; i < 40; i++) {
+    fx_batch_t b;
+    size_t replayed;
+    int minute[1] = {i};
+    fp_sev_t sev[1] = {i < 20 ? FP_SEV4 : FP_SEV2};
+    fx_batch(&b, "shared-brand", a->base + i, 1, minute, sev);
+    fp_outvec_reset(&out);
+    if (fx_apply(st, a->source, &b, INT64_MIN, &out, &replayed) != FP_OK) break;
+    a->opened += fx_count_status(&out, "opened");
+    a->escalated += fx_count_status(&out, "escalated");
+    a->events += (int)out.n;
+  }
+  fp_outvec_free(&out);
+  fp_store_destroy(st);
+  return NULL;
+}
+
+static void test_two_writers_one_incident(void) {
+  pthread_t t1, t2;
+  worker_arg_t a1 = {"in:0", 0, 0, 0, 0}, a2 = {"in:1", 1000, 0, 0, 0};
+  fx_setup();
+  pthread_create(&t1, NULL, worker, &a1);
+  pthread_create(&t2, NULL, worker, &a2);
+  pthread_join(t1, NULL);
+  pthread_join(t2, NULL);
+  FPT_CHECK_EQ_INT(a1.opened + a2.opened, 1);
+  FPT_CHECK_EQ_INT(a1.escalated + a2.escalated, 1);
+  FPT_CHECK_EQ_INT(a1.events + a2.events, 2);
+}
+
+static void test_memo_and_pruning(void) {
+  fp_store_t *st = connect_store();
+  fp_outvec_t out = {0}, again = {0};
+  redisContext *c = fpt_redis_connect();
+  redisReply *r;
+  fx_batch_t b;
+  size_t replayed;
+  char err[256];
+  static const int minutes[] = {0, 1, 2};
+  static const fp_sev_t sevs[] = {FP_SEV3, FP_SEV3, FP_SEV1};
+  if (!st || !c) return;
+  fx_setup();
+  fx_batch(&b, "memo-brand", 7, 3, minutes, sevs);
+  fx_apply(st, "memo:0", &b, INT64_MIN, &out, &replayed);
+  FPT_CHECK_EQ_INT(out.n, 2);
+  fx_apply(st, "memo:0", &b, INT64_MIN, &again, &replayed);
+  FPT_CHECK_EQ_INT(replayed, 3);
+  FPT_CHECK(again.n == out.n && again.n == 2 && !strcmp(again.recs[1].payload, out.recs[1].payload),
+            "replay from the memo is byte-identical");
+  r = fpt_redis_cmd(c, "HLEN %s:lcm:memo:0", prefix);
+  FPT_CHECK(r && r->type == REDIS_REPLY_INTEGER && r->integer == 3, "memo has offsets 7 and 9 and _lo");
+  freeReplyObject(r);
+  /* offsets below 10 committed: the next commit prunes them */
+  {
+    static const int m2[] = {3};
+    static const fp_sev_t s2[] = {FP_SEV1};
+    fp_outvec_t more = {0};
+    fx_batch(&b, "memo-brand", 10, 1, m2, s2);
+    FPT_CHECK_EQ_INT(fp_incidents_apply(st, "memo:0", &fx_params, b.s, 1, 10, 10, "incidents",
+                                        INT64_MIN, fx_lookup, NULL, &more, &replayed, err, sizeof(err)),
+                     FP_OK);
+    fp_outvec_free(&more);
+  }
+  r = fpt_redis_cmd(c, "HKEYS %s:lcm:memo:0", prefix);
+  FPT_CHECK(r && r->type == REDIS_REPLY_ARRAY && r->elements == 1 && !strcmp(r->element[0]->str, "_lo"),
+            "memo pruned below the committed offset");
+  freeReplyObject(r);
+  r = fpt_redis_cmd(c, "PTTL %s:lc:fx.rule|memo-brand", prefix);
+  FPT_CHECK(r && r->type == REDIS_REPLY_INTEGER && r->integer > 0, "lifecycle state expires");
+  freeReplyObject(r);
+  redisFree(c);
+  fp_outvec_free(&out);
+  fp_outvec_free(&again);
+  fp_store_destroy(st);
+}
+
+int main(void) {
+  snprintf(prefix, sizeof(prefix), "inc%d", (int)getpid());
+  fpt_run("two writers, one incident", test_two_writers_one_incident);
+  fpt_run("memo and pruning", test_memo_and_pruning);
+  return fpt_done();
+}
