@@ -36,6 +36,9 @@ typedef struct fp_confdef_s {
 static const fp_confdef_t fp_confdefs[] = {
     {"input.topics", T_STR, "mentions", 0, 0, NULL, F(input_topics), 0,
      "Comma-separated input topics of JSON mentions."},
+    {"input.mapping", T_STR, "", 0, 0, NULL, F(input_mapping), 0,
+     "Schema mapping file (docs/tools.md): maps each input topic's documents to the mention "
+     "model before decoding; empty: inputs are mentions already."},
     {"group.id", T_STR, "flashpoint", 0, 0, NULL, F(group_id), 0,
      "Kafka consumer group; run more instances with the same group to scale out."},
     {"input.max.bytes", T_SIZE, "1048576", 64, 64LL << 20, NULL, F(input_max_bytes), 0,

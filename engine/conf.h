@@ -21,6 +21,7 @@ typedef struct fp_kv_s {
 struct fp_conf_s {
   /* input */
   char *input_topics;      /* comma-separated */
+  char *input_mapping;     /* schema mapping file, "" for none */
   char *group_id;
   int64_t input_max_bytes;
   /* output */

@@ -91,6 +91,8 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
       atomic_store(&p->revoked, 0);
       p->paused = 0;
       atomic_store(&p->max_event_ms, INT64_MIN);
+      atomic_store(&p->needs_register, 1);
+      fp_worker_wake_register(&e->workers[p->worker]);
     }
     fp_log(FP_LOG_INFO, "engine", "assigned %d partition(s)", parts->cnt);
     error = rd_kafka_incremental_assign(rk, parts);

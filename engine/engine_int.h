@@ -28,6 +28,7 @@ typedef struct fp_part_s {
   _Atomic int64_t inflight;      /* messages queued or being processed */
   _Atomic int64_t max_event_ms;  /* highest event time seen: the watermark is this - lateness */
   _Atomic int64_t committed;     /* last committed offset reported by Kafka, -1 if none */
+  _Atomic int needs_register;    /* assigned: the owning worker registers it in the store */
   int paused;                    /* run thread only */
   struct fp_part_s *next;
 } fp_part_t;
@@ -60,6 +61,7 @@ typedef struct fp_worker_s {
   fp_qnode_t *head, *tail;
   size_t qlen;
   int stopping;
+  _Atomic int register_pending;  /* some partition of ours waits for fp_store_lc_register */
   _Atomic int reload;    /* set by fp_engine_reload: swap rule sets at the next batch */
   _Atomic int blocked;   /* the state store or Kafka is failing: pause our partitions */
   int paused;            /* run thread only */
@@ -100,6 +102,8 @@ fp_part_t *fp_engine_part(struct fp_engine_s *e, const char *topic, int32_t part
 fp_err_t fp_worker_init(fp_worker_t *w, struct fp_engine_s *e, int idx, char *errstr, size_t es);
 fp_err_t fp_worker_start(fp_worker_t *w);
 void fp_worker_push(fp_worker_t *w, fp_part_t *p, rd_kafka_message_t *m);
+/** Wakes the worker to register newly assigned partitions in the store. */
+void fp_worker_wake_register(fp_worker_t *w);
 size_t fp_worker_qlen(fp_worker_t *w);
 /** Finishes the queued work and joins the thread. */
 void fp_worker_stop(fp_worker_t *w);

@@ -3,7 +3,9 @@
  * event time; each tick draws Poisson counts per brand for the background and per active
  * crisis, then emits them (with a small fraction held back and released up to 30 s later,
  * to exercise out-of-order handling). Everything derives from the seed: the same
- * configuration gives the same bytes.
+ * configuration gives the same bytes. fp_gen_opts_t holds later additions (the root post of
+ * a flash-viral crisis, the negative share) whose zero values leave the original streams
+ * unchanged.
  */
 #include "gen.h"
 
@@ -25,6 +27,7 @@ typedef struct pending_s {
 
 struct fp_gen_s {
   fp_gen_conf_t c;
+  fp_gen_opts_t o;
   fp_gen_crisis_t *crises;
   uint64_t rng;
   int64_t now_ms, end_ms;
@@ -38,6 +41,7 @@ struct fp_gen_s {
   char *ready;
   int ready_brand, ready_crisis;
   uint64_t root_seq[64]; /* the viral root post of each crisis */
+  unsigned char root_done[64]; /* emit_roots: the root post was emitted */
 };
 
 static uint64_t rnd(fp_gen_t *g) { /* splitmix64 */
@@ -88,6 +92,8 @@ fp_gen_t *fp_gen_new(const fp_gen_conf_t *conf) {
   return g;
 }
 
+void fp_gen_set_opts(fp_gen_t *g, const fp_gen_opts_t *o) { g->o = *o; }
+
 void fp_gen_destroy(fp_gen_t *g) {
   if (!g) return;
   for (size_t i = 0; i < g->npending; i++) free(g->pending[i].json);
@@ -97,6 +103,22 @@ void fp_gen_destroy(fp_gen_t *g) {
 }
 
 const char *fp_gen_brand(const fp_gen_t *g, int i) { return g->brands[i]; }
+
+void fp_gen_root_id(const fp_gen_t *g, int i, char *buf, size_t size) {
+  snprintf(buf, size, "%s-root-%d", g->c.id_prefix, i);
+}
+
+static const char *const kind_names[] = {"slow_burn", "flash_viral", "bot_burst"};
+
+const char *fp_gen_kind_name(fp_crisis_kind_t k) {
+  return (int)k >= 0 && (int)k < 3 ? kind_names[k] : "unknown";
+}
+
+int fp_gen_kind_parse(const char *name) {
+  for (int i = 0; i < 3; i++)
+    if (!strcmp(name, kind_names[i])) return i;
+  return -1;
+}
 
 /* Diurnal factor in [0.35, 1.65]: quiet at night (UTC), busy in the evening. */
 static double diurnal(int64_t ms) {
@@ -164,7 +186,7 @@ static char *make_mention(fp_gen_t *g, int brand, int crisis, int64_t t) {
   followers = (int64_t)(50.0 / pow(1.0 - unif(g) * 0.999999, 1.0 / 1.2)); /* Pareto, alpha 1.2 */
   if (c && c->kind == FP_CRISIS_BOT_BURST) followers = 3 + (int64_t)(rnd(g) % 20);
   verified = followers > 200000 || (rnd(g) % 1000) == 0;
-  negative = c ? 1 : unif(g) < 0.08;
+  negative = c ? 1 : unif(g) < (g->o.negative_ratio > 0 ? g->o.negative_ratio : 0.08);
   sentiment = negative ? -0.4 - 0.6 * unif(g) : -0.2 + 1.1 * unif(g);
   if (sentiment > 1) sentiment = 1;
   fill_template(text, sizeof(text), negative ? neg_texts[rnd(g) % 6] : pos_texts[rnd(g) % 6],
@@ -176,7 +198,14 @@ static char *make_mention(fp_gen_t *g, int brand, int crisis, int64_t t) {
                 "verified", verified, "text", text, "lang", "en", "created_at", (json_int_t)t,
                 "sentiment", sentiment, "engagement", "likes", (json_int_t)(rnd(g) % 50), "reshares",
                 (json_int_t)(rnd(g) % 10), "replies", (json_int_t)(rnd(g) % 5));
-  if (c && c->kind == FP_CRISIS_FLASH_VIRAL) {
+  if (c && c->kind == FP_CRISIS_FLASH_VIRAL && g->o.emit_roots && !g->root_done[crisis]) {
+    /* the root post itself: one complaint from a well-followed account */
+    g->root_done[crisis] = 1;
+    snprintf(id, sizeof(id), "%s-root-%d", g->c.id_prefix, crisis);
+    json_object_set_new(o, "id", json_string(id));
+    json_object_set_new(json_object_get(o, "author"), "followers", json_integer(250000));
+    json_object_set_new(json_object_get(o, "author"), "verified", json_true());
+  } else if (c && c->kind == FP_CRISIS_FLASH_VIRAL) {
     char root[96];
     if (!g->root_seq[crisis]) g->root_seq[crisis] = g->seq; /* the first crisis post is the root */
     snprintf(root, sizeof(root), "%s-root-%d", g->c.id_prefix, crisis);

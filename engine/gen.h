@@ -39,11 +39,23 @@ typedef struct fp_gen_conf_s {
   const char *id_prefix;  /* mention ids are "<prefix>-<seq>" */
 } fp_gen_conf_t;
 
+/**
+ * Options added after fp_gen_conf_t was fixed (positional initialisers use it); their
+ * zero values keep the original streams byte-identical (the demo and the benchmarks).
+ */
+typedef struct fp_gen_opts_s {
+  int emit_roots;         /* non-zero: a flash_viral crisis opens with its root post itself
+                             (id "<prefix>-root-<i>", a verified author with 250k followers) */
+  double negative_ratio;  /* share of negative background mentions; 0 means 0.08 */
+} fp_gen_opts_t;
+
 typedef struct fp_gen_s fp_gen_t;
 
 /** @returns a generator (owned; fp_gen_destroy) or NULL. @p conf is copied. */
 fp_gen_t *fp_gen_new(const fp_gen_conf_t *conf);
 void fp_gen_destroy(fp_gen_t *g);
+/** Sets the extra options (@p o copied); call before the first fp_gen_next(). */
+void fp_gen_set_opts(fp_gen_t *g, const fp_gen_opts_t *o);
 
 /**
  * Writes the next mention as one JSON object (no newline) into @p out (reset first).
@@ -55,5 +67,12 @@ int fp_gen_next(fp_gen_t *g, fp_buf_t *out, const char **key_out, int *crisis_ou
 
 /** Name of brand @p i ("brand-07"). */
 const char *fp_gen_brand(const fp_gen_t *g, int i);
+
+/** Writes the id of crisis @p i's root post ("<prefix>-root-<i>") into @p buf. */
+void fp_gen_root_id(const fp_gen_t *g, int i, char *buf, size_t size);
+
+/** Kind names: "slow_burn", "flash_viral", "bot_burst". @returns the kind or -1. */
+const char *fp_gen_kind_name(fp_crisis_kind_t k);
+int fp_gen_kind_parse(const char *name);
 
 #endif

@@ -156,11 +156,14 @@ static void probe_set(fp_probe_t *p, int ok, const char *detail) {
     fp_log(FP_LOG_INFO, "store", "health probe: redis answers again");
 }
 
-/* One probe round: (re)connect if needed, AUTH and PING. The password is never logged. */
-static void probe_once(fp_probe_t *p) {
+/* One probe round: (re)connect if needed, AUTH and PING. The password is never logged.
+ * @returns 1 if a connection that had worked before was found broken (retry at once: Redis
+ * may be back and the stale connection would report it down for another round). */
+static int probe_once(fp_probe_t *p) {
   const fp_conf_t *c = p->e->conf;
   char detail[256];
   redisReply *r;
+  int stale = p->ctx != NULL;
 
   if (!p->ctx) {
     struct timeval ct = {(time_t)(c->redis_connect_timeout_ms / 1000),
@@ -189,23 +192,30 @@ static void probe_once(fp_probe_t *p) {
   if (!r) {
     snprintf(detail, sizeof(detail), "redis %s:%d: %s", c->redis_host, (int)c->redis_port,
              p->ctx->errstr);
-    goto fail;
+    redisFree(p->ctx);
+    p->ctx = NULL;
+    if (!stale) {
+      probe_set(p, 0, detail);
+      return 0;
+    }
+    return 1;
   }
   if (r->type == REDIS_REPLY_ERROR) { /* LOADING, MASTERDOWN, NOAUTH...: up but not usable */
     snprintf(detail, sizeof(detail), "redis %s:%d answers PING with an error: %.120s",
              c->redis_host, (int)c->redis_port, r->str ? r->str : "");
     freeReplyObject(r);
     probe_set(p, 0, detail);
-    return;
+    return 0;
   }
   freeReplyObject(r);
   snprintf(detail, sizeof(detail), "redis %s:%d answers PING", c->redis_host, (int)c->redis_port);
   probe_set(p, 1, detail);
-  return;
+  return 0;
 fail:
   if (p->ctx) redisFree(p->ctx);
   p->ctx = NULL;
   probe_set(p, 0, detail);
+  return 0;
 }
 
 static void *probe_main(void *arg) {
@@ -214,7 +224,7 @@ static void *probe_main(void *arg) {
   while (!p->stop) {
     struct timespec until;
     pthread_mutex_unlock(&p->mu);
-    probe_once(p);
+    if (probe_once(p)) probe_once(p); /* a stale connection: try a fresh one at once */
     clock_gettime(CLOCK_REALTIME, &until);
     until.tv_sec += 1;
     pthread_mutex_lock(&p->mu);

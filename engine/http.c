@@ -223,10 +223,10 @@ fp_http_t *fp_http_start(fp_engine_t *e, char *errstr, size_t es) {
   if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
   if (!(h->probe = fp_probe_start(e, errstr, es))) goto err;
   h->d = MHD_start_daemon(flags, 0, NULL, NULL, handle, h,
+                          MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, /* first: all its lines */
                           MHD_OPTION_SOCK_ADDR, ai->ai_addr,
                           MHD_OPTION_CONNECTION_LIMIT, (unsigned)32,
                           MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10,
-                          MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
                           MHD_OPTION_END);
   if (!h->d) {
     fp_seterr(errstr, es, FP_ERR_IO, "http: cannot listen on %s:%s (address in use or not local?)",

@@ -183,7 +183,7 @@ fp_err_t fp_incidents_apply(fp_store_t *store, const char *source, const fp_lc_p
   const char **knames = calloc(cap, sizeof(char *)), **states = calloc(cap, sizeof(char *));
   char **texts = calloc(cap, sizeof(char *)), **memo_texts = calloc(cap, sizeof(char *));
   int64_t *versions = calloc(cap, sizeof(int64_t)), *due = calloc(cap, sizeof(int64_t));
-  int64_t *memo_offs = calloc(cap, sizeof(int64_t)), fence = -1;
+  int64_t *memo_offs = calloc(cap, sizeof(int64_t)), fence = -1, low_wm = INT64_MIN;
   fp_inc_signal_t *sig = calloc(cap, sizeof(*sig));
   fp_lc_due_t *dues = NULL;
   size_t ndues = 0, nkeys0 = 0;
@@ -216,7 +216,8 @@ fp_err_t fp_incidents_apply(fp_store_t *store, const char *source, const fp_lc_p
     ndues = 0;
     /* (1) states, fence and incidents due, in one round trip */
     err = fp_store_lc_load(store, source, knames, nkeys0, lookup ? due_by : INT64_MIN,
-                           FP_LC_MAX_SWEEPS, texts, versions, &fence, &dues, &ndues, errstr, es);
+                           FP_LC_MAX_SWEEPS, texts, versions, &fence, &low_wm, &dues, &ndues,
+                           errstr, es);
     if (err) goto done;
     for (size_t i = 0; i < nkeys0; i++) {
       key_load(&keys[i], texts[i], versions[i]);
@@ -244,18 +245,18 @@ fp_err_t fp_incidents_apply(fp_store_t *store, const char *source, const fp_lc_p
       memset(&sig[n], 0, sizeof(sig[n]));
       sig[n].offset = last_offset;
       sig[n].sig.sev = FP_SEV_NONE;
-      sig[n].sig.at_ms = due_by;
+      sig[n].sig.at_ms = low_wm;
       sig[n].sig.rule = ri;
       sig[n].sig.entity = bar + 1;
       n++;
     }
 
     /* and the batch's own keys too: their last signal may be long before the watermark */
-    for (size_t i = 0; lookup && due_by != INT64_MIN && i < nkeys0 && last_offset > fence; i++) {
+    for (size_t i = 0; low_wm != INT64_MIN && i < nkeys0 && last_offset > fence; i++) {
       memset(&sig[n], 0, sizeof(sig[n]));
       sig[n].offset = last_offset;
       sig[n].sig.sev = FP_SEV_NONE;
-      sig[n].sig.at_ms = due_by;
+      sig[n].sig.at_ms = low_wm;
       sig[n].sig.rule = keys[i].rule;
       sig[n].sig.entity = strchr(keys[i].key, '|') + 1;
       n++;
@@ -327,8 +328,8 @@ fp_err_t fp_incidents_apply(fp_store_t *store, const char *source, const fp_lc_p
     if (!err && (last_offset > fence || nd > 0))
       err = fp_store_lc_commit(store, source, knames, versions, states, due, nd, memo_offs,
                                (const char *const *)memo_texts, nmemo,
-                               last_offset > fence ? last_offset : fence, committed, &conflict,
-                               errstr, es);
+                               last_offset > fence ? last_offset : fence, committed,
+                               lookup ? due_by : INT64_MIN, &conflict, errstr, es);
     for (size_t i = 0; i < nd; i++) free((char *)states[i]);
     for (size_t i = 0; i < nmemo; i++) {
       free(memo_texts[i]);

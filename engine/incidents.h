@@ -39,9 +39,10 @@ typedef const fp_rule_info_t *(*fp_rule_lookup_fn)(void *arg, const char *rule_i
 
 /**
  * Applies @p sig (ascending offsets) for @p source; @p last_offset is the batch's last
- * offset (the lifecycle fence moves there even when it produced nothing). In the same
- * round trip as the states, open incidents due by @p due_by (the source's watermark) are
- * found and get a "time passes" signal at @p last_offset (sweeps; @p lookup NULL: none).
+ * offset (the lifecycle fence moves there even when it produced nothing). @p due_by is the
+ * source's watermark; in the same round trip as the states, open incidents due by the low
+ * watermark of all active sources are found and get a "time passes" signal at
+ * @p last_offset (sweeps; @p lookup NULL: none).
  * Events are appended to @p out with their offsets.
  * @returns FP_OK, or FP_ERR_REDIS / FP_ERR_REDIS_FATAL from the store (retry the batch).
  */

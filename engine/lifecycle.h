@@ -32,7 +32,10 @@ typedef struct fp_lc_state_s {
   int open;
   char incident_id[24];     /* 16 hex digits, stable for the whole incident */
   fp_sev_t severity, peak;
-  int64_t first_ms;         /* event time of the first mention with a signal */
+  int64_t first_ms;         /* event time of the first mention of the crisis (see seen_*) */
+  int64_t seen_first_ms;    /* while closed: first mention of the current streak of the
+                               rule's mentions (a gap longer than its first window ends it) */
+  int64_t seen_last_ms;     /* while closed: last mention the rule selected */
   int64_t opened_ms, last_signal_ms, sev_since_ms, lower_since_ms, resolved_ms, last_ms;
   fp_sev_t lower_sev;
   uint32_t seq;             /* events emitted so far for this incident */

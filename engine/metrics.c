@@ -4,7 +4,9 @@
  * Counters are _Atomic uint64_t updated with relaxed ordering: a scrape may see one counter
  * a moment ahead of another, never a torn value. Histograms have fixed buckets (cumulative
  * counts are computed at render time). Per-rule series sit in a mutex-protected list that
- * only grows: lookups happen when a worker (re)loads its rules, never per mention.
+ * only grows: lookups happen when a worker (re)loads its rules, never per mention. The
+ * consumer lag table is replaced whole by each librdkafka statistics report (health.c), under
+ * the same mutex, so a scrape sees one report, never a mix of two.
  */
 #include "metrics.h"
 

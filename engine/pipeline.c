@@ -18,6 +18,7 @@
 
 #include "lifecycle.h"
 #include "log.h"
+#include "mapping.h"
 #include "mention.h"
 #include "util.h"
 
@@ -45,6 +46,9 @@ struct fp_pipeline_s {
   size_t nhits, caphits;
   fp_opvec_t ops;
   fp_outvec_t events;
+  fp_mapping_set_t *maps; /* schema mappings per input topic, NULL for none */
+  fp_buf_t mapped;        /* the current input after mapping */
+  char topic[256];        /* the run's topic: its source without ":partition" */
 };
 
 static fp_err_t bind_rule_metrics(fp_pipeline_t *p) {
@@ -79,6 +83,9 @@ fp_pipeline_t *fp_pipeline_new(const fp_conf_t *conf, const fp_rules_limits_t *l
     fp_seterr(errstr, es, FP_ERR_NOMEM, "out of memory");
     goto err;
   }
+  if (conf->input_mapping && conf->input_mapping[0] &&
+      !(p->maps = fp_mapping_set_load(conf->input_mapping, errstr, es)))
+    goto err;
   if (!(p->rules = fp_rules_new(p->rules_dir, limits, errstr, es))) goto err;
   if (bind_rule_metrics(p) != FP_OK) {
     fp_seterr(errstr, es, FP_ERR_NOMEM, "out of memory");
@@ -106,6 +113,8 @@ void fp_pipeline_destroy(fp_pipeline_t *p) {
   free(p->hits), free(p->hit_in), free(p->sigs);
   fp_opvec_free(&p->ops);
   fp_outvec_free(&p->events);
+  fp_mapping_set_destroy(p->maps);
+  fp_buf_free(&p->mapped);
   free(p->rule_metrics);
   fp_rules_destroy(p->rules);
   fp_store_destroy(p->store);
@@ -190,11 +199,25 @@ fp_err_t fp_pipeline_run(fp_pipeline_t *p, const char *source, int64_t *watermar
   fp_outvec_reset(&p->events);
   p->nhits = 0;
 
+  {
+    const char *colon = strrchr(source, ':');
+    size_t tl = colon ? (size_t)(colon - source) : strlen(source);
+    if (tl >= sizeof(p->topic)) tl = sizeof(p->topic) - 1;
+    memcpy(p->topic, source, tl);
+    p->topic[tl] = '\0';
+  }
+  const fp_mapping_t *map = p->maps ? fp_mapping_set_find(p->maps, p->topic) : NULL;
   for (size_t i = 0; i < n; i++) {
     fp_mention_t *m = &p->mentions[i];
-    size_t nh = 0;
-    p->status[i] = fp_mention_decode(in[i].payload, in[i].len, p->max_bytes, m, p->reason[i],
-                                     sizeof(p->reason[i]));
+    const void *payload = in[i].payload;
+    size_t len = in[i].len, nh = 0;
+    if (map && len <= p->max_bytes) { /* the team's own schema, mapped to the mention model */
+      p->status[i] = fp_mapping_transform(map, payload, len, &p->mapped, p->reason[i], sizeof(p->reason[i]));
+      if (p->status[i] != FP_OK) continue;
+      payload = p->mapped.data;
+      len = p->mapped.len;
+    }
+    p->status[i] = fp_mention_decode(payload, len, p->max_bytes, m, p->reason[i], sizeof(p->reason[i]));
     if (p->status[i] != FP_OK) continue;
     out->decoded++;
     if (wm != INT64_MIN && m->created_at_ms < wm - p->lateness_ms) {

@@ -30,6 +30,7 @@
 #include <lua.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,9 +61,26 @@ struct fp_rules_s {
   rule_t *rules;
   size_t n;
   fp_rules_limits_t lim;
+  int tag;         /* 1..MREF_TAGS: stamped on this set's mention handles */
 };
 
-static char k_specs, k_windows, k_seq, k_kwmeta; /* registry keys (addresses) */
+/*
+ * Mention handles (mref) are registry refs stamped with the rule set's tag:
+ * mref = tag << MREF_BITS | ref. A handle that outlives its rule set (a reload between
+ * stage 1 and the release) is then recognised and ignored instead of unref'ing a slot of
+ * the new state that may hold a rule function.
+ */
+#define MREF_BITS 20
+#define MREF_TAGS 2047
+static atomic_uint rules_tag_seq;
+
+static int mref_ref(const fp_rules_t *rs, int mref) {
+  if (mref <= 0 || (mref >> MREF_BITS) != rs->tag) return LUA_NOREF;
+  return mref & ((1 << MREF_BITS) - 1);
+}
+
+static char k_specs, k_windows, k_seq, k_kwmeta, k_cmeta; /* registry keys (addresses) */
+static int l_lazy_resolve(lua_State *L); /* mention tables (see "Mention tables") */
 
 /* ========================================================================================== */
 /* Severities and op vectors                                                                  */
@@ -79,42 +97,51 @@ int fp_sev_parse(const char *s) {
   return -1;
 }
 
+/*
+ * Op strings (window keys and members, at most 256 bytes each) live in an arena of 16 KiB
+ * chunks owned by the vector: strs[0..nstrs) are the chunks, `chunk`/`used` the fill mark.
+ * reset keeps the chunks, so a steady stream allocates nothing per op.
+ */
+#define OPVEC_CHUNK (16 * 1024)
+
 void fp_opvec_reset(fp_opvec_t *v) {
-  for (size_t i = 0; i < v->nstrs; i++) free(v->strs[i]);
-  v->nstrs = 0;
+  v->chunk = 0;
+  v->used = 0;
   v->n = 0;
 }
 
 void fp_opvec_free(fp_opvec_t *v) {
   if (!v) return;
-  fp_opvec_reset(v);
+  for (size_t i = 0; i < v->nstrs; i++) free(v->strs[i]);
   free(v->ops);
   free(v->strs);
   memset(v, 0, sizeof *v);
 }
 
-/* Takes ownership of @p s (freed by reset). */
-static int opvec_own(fp_opvec_t *v, char *s) {
-  if (v->nstrs == v->capstrs) {
-    size_t cap = v->capstrs ? v->capstrs * 2 : 64;
-    char **p = realloc(v->strs, cap * sizeof *p);
-    if (!p) return -1;
-    v->strs = p;
-    v->capstrs = cap;
-  }
-  v->strs[v->nstrs++] = s;
-  return 0;
-}
-
+/* Copies @p len bytes (+ NUL) into the arena; @returns the copy or NULL (out of memory). */
 static char *opvec_strdup(fp_opvec_t *v, const char *s, size_t len) {
-  char *c = malloc(len + 1);
-  if (!c) return NULL;
+  size_t need = len + 1;
+  if (need > OPVEC_CHUNK) return NULL; /* cannot happen: op strings are <= 256 bytes */
+  if (v->chunk < v->nstrs && v->used + need > OPVEC_CHUNK) {
+    v->chunk++;
+    v->used = 0;
+  }
+  if (v->chunk == v->nstrs) {
+    if (v->nstrs == v->capstrs) {
+      size_t cap = v->capstrs ? v->capstrs * 2 : 8;
+      char **p = realloc(v->strs, cap * sizeof *p);
+      if (!p) return NULL;
+      v->strs = p;
+      v->capstrs = cap;
+    }
+    if (!(v->strs[v->nstrs] = malloc(OPVEC_CHUNK))) return NULL;
+    v->nstrs++;
+    v->used = 0;
+  }
+  char *c = v->strs[v->chunk] + v->used;
   memcpy(c, s, len);
   c[len] = '\0';
-  if (opvec_own(v, c)) {
-    free(c);
-    return NULL;
-  }
+  v->used += need;
   return c;
 }
 
@@ -136,7 +163,7 @@ static fp_win_op_t *opvec_push(fp_opvec_t *v) {
 
 static int wordchar(unsigned char c) { return isalnum(c) || c >= 0x80 || c == '_'; }
 
-static const char *stopwords[] = {
+static const char *const stopwords[] = {
     "about", "after", "again", "all", "also", "and", "any", "are", "because", "been", "before",
     "being", "but", "can", "could", "did", "does", "doing", "don", "down", "each", "few", "for",
     "from", "further", "get", "got", "had", "has", "have", "having", "her", "here", "hers",
@@ -151,7 +178,7 @@ typedef struct {
   const char *w;
   int v;
 } lex_t;
-static lex_t lexicon[] = {
+static const lex_t lexicon[] = {
     {"abysmal", -2}, {"amazing", 2}, {"angry", -2}, {"annoyed", -1}, {"annoying", -1},
     {"awesome", 2}, {"awful", -2}, {"bad", -1}, {"best", 2}, {"boycott", -2}, {"broke", -1},
     {"broken", -1}, {"bug", -1}, {"buggy", -1}, {"cheated", -2}, {"complaint", -1},
@@ -170,25 +197,63 @@ static lex_t lexicon[] = {
     {"stuck", -1}, {"sucks", -2}, {"super", 1}, {"terrible", -2}, {"thank", 1}, {"thanks", 1},
     {"toxic", -2}, {"unacceptable", -2}, {"unsafe", -2}, {"upset", -1}, {"useless", -2},
     {"wonderful", 2}, {"worse", -2}, {"worst", -2}, {"wow", 1}, {"wrong", -1}};
-static const char *negators[] = {"ain't", "aren't", "can't", "cannot", "didn't", "doesn't",
+static const char *const negators[] = {"ain't", "aren't", "can't", "cannot", "didn't", "doesn't",
                                  "don't", "dont", "isn't", "isnt", "never", "no", "nor",
                                  "not", "wasn't", "without", "won't"};
 
-static int cmp_str(const void *a, const void *b) {
-  return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
-static int cmp_lex(const void *a, const void *b) {
-  return strcmp(((const lex_t *)a)->w, ((const lex_t *)b)->w);
-}
-static pthread_once_t tables_once = PTHREAD_ONCE_INIT;
-static void tables_sort(void) {
-  qsort(stopwords, sizeof stopwords / sizeof *stopwords, sizeof *stopwords, cmp_str);
-  qsort(lexicon, sizeof lexicon / sizeof *lexicon, sizeof *lexicon, cmp_lex);
-  qsort(negators, sizeof negators / sizeof *negators, sizeof *negators, cmp_str);
+/*
+ * Word sets (lexicon, negators, stopwords) as open-addressing hash tables, built once per
+ * process: a token is hashed while it is lower-cased, so a lookup is one probe and one
+ * memcmp on a hit (the sorted arrays with bsearch/strcmp cost ~12% of the example pack).
+ */
+#define WSET_SLOTS 512 /* power of two, load < 0.25 */
+typedef struct {
+  const char *w; /* NULL: empty slot */
+  uint8_t len;
+  int8_t v;      /* lexicon weight; WSET_NEG for a negator */
+} wslot_t;
+#define WSET_NEG 100
+static wslot_t lex_set[WSET_SLOTS], stop_set[WSET_SLOTS];
+static size_t stop_maxlen; /* longest stopword: longer words skip the lookup */
+
+static uint32_t whash_step(uint32_t h, unsigned char c) { return (h ^ c) * 16777619u; }
+#define WHASH_INIT 2166136261u
+
+static void wset_add(wslot_t *set, const char *w, int v) {
+  uint32_t h = WHASH_INIT;
+  size_t n = strlen(w);
+  for (size_t i = 0; i < n; i++) h = whash_step(h, (unsigned char)w[i]);
+  for (uint32_t i = h & (WSET_SLOTS - 1);; i = (i + 1) & (WSET_SLOTS - 1)) {
+    if (!set[i].w) {
+      set[i].w = w;
+      set[i].len = (uint8_t)n;
+      set[i].v = (int8_t)v;
+      return;
+    }
+    if (set[i].len == n && memcmp(set[i].w, w, n) == 0) return;
+  }
 }
 
-static int in_list(const char **list, size_t n, const char *w) {
-  return bsearch(&w, list, n, sizeof *list, cmp_str) != NULL;
+/* @returns the slot of @p w (@p n bytes, hash @p h), or NULL. */
+static const wslot_t *wset_get(const wslot_t *set, const char *w, size_t n, uint32_t h) {
+  for (uint32_t i = h & (WSET_SLOTS - 1); set[i].w; i = (i + 1) & (WSET_SLOTS - 1))
+    if (set[i].len == n && memcmp(set[i].w, w, n) == 0) return &set[i];
+  return NULL;
+}
+
+static json_t *empty_doc; /* stands in for a mention without a document (never freed) */
+
+static pthread_once_t tables_once = PTHREAD_ONCE_INIT;
+static void tables_sort(void) {
+  empty_doc = json_object();
+  for (size_t i = 0; i < sizeof lexicon / sizeof *lexicon; i++)
+    wset_add(lex_set, lexicon[i].w, lexicon[i].v);
+  for (size_t i = 0; i < sizeof negators / sizeof *negators; i++)
+    wset_add(lex_set, negators[i], WSET_NEG);
+  for (size_t i = 0; i < sizeof stopwords / sizeof *stopwords; i++) {
+    wset_add(stop_set, stopwords[i], 0);
+    if (strlen(stopwords[i]) > stop_maxlen) stop_maxlen = strlen(stopwords[i]);
+  }
 }
 
 /*
@@ -205,22 +270,26 @@ static double lexicon_sentiment(const char *s, size_t len) {
     while (i < len && !(isalpha((unsigned char)s[i]) || s[i] == '\'')) i++;
     size_t n = 0;
     int too_long = 0;
+    uint32_t h = WHASH_INIT;
     while (i < len && (isalpha((unsigned char)s[i]) || s[i] == '\'')) {
-      if (n < sizeof w - 1) w[n++] = (char)tolower((unsigned char)s[i]);
-      else too_long = 1;
+      if (n < sizeof w - 1) {
+        unsigned char c = (unsigned char)tolower((unsigned char)s[i]);
+        w[n++] = (char)c;
+        h = whash_step(h, c);
+      } else {
+        too_long = 1;
+      }
       i++;
     }
     if (!n || too_long) continue;
-    w[n] = '\0';
     since_neg++;
-    if (in_list(negators, sizeof negators / sizeof *negators, w)) {
+    const wslot_t *hit = wset_get(lex_set, w, n, h);
+    if (!hit) continue;
+    if (hit->v == WSET_NEG) {
       since_neg = 0;
       continue;
     }
-    lex_t key = {w, 0};
-    const lex_t *hit = bsearch(&key, lexicon, sizeof lexicon / sizeof *lexicon, sizeof *lexicon,
-                               cmp_lex);
-    if (hit) S += since_neg <= 3 ? -hit->v : hit->v;
+    S += since_neg <= 3 ? -hit->v : hit->v;
   }
   return S == 0 ? 0.0 : S / sqrt(S * S + 4.0);
 }
@@ -257,11 +326,15 @@ static void terms_of_text(terms_t *T, const char *s, size_t len) {
     while (i < len && wordchar((unsigned char)s[i])) alpha |= !isdigit((unsigned char)s[i++]);
     size_t n = i - st;
     if (n < 3 || !alpha) continue;
-    char w[TERM_MAX + 1];
-    size_t m = n > TERM_MAX ? TERM_MAX : n;
-    for (size_t k = 0; k < m; k++) w[k] = (char)tolower((unsigned char)s[st + k]);
-    w[m] = '\0';
-    if (in_list(stopwords, sizeof stopwords / sizeof *stopwords, w)) continue;
+    if (n <= stop_maxlen && n <= TERM_MAX) {
+      char w[TERM_MAX + 1];
+      uint32_t h = WHASH_INIT;
+      for (size_t k = 0; k < n; k++) {
+        w[k] = (char)tolower((unsigned char)s[st + k]);
+        h = whash_step(h, (unsigned char)w[k]);
+      }
+      if (wset_get(stop_set, w, n, h)) continue;
+    }
     terms_add(T, s + st, n);
   }
 }
@@ -480,10 +553,24 @@ static int l_rule(lua_State *L) {
   return 1;
 }
 
+/*
+ * fp.sentiment(text). Memoised: upvalue 1 is the last text, upvalue 2 its score. The
+ * example pack scores the same m.text in several rules, and the mention table hands out the
+ * same string object each time, so the check is a pointer compare (lua_rawequal compares
+ * contents for distinct long strings, so a hit is always correct).
+ */
 static int l_sentiment(lua_State *L) {
   size_t n;
   const char *s = luaL_optlstring(L, 1, "", &n);
+  if (lua_rawequal(L, 1, lua_upvalueindex(1))) {
+    lua_pushvalue(L, lua_upvalueindex(2));
+    return 1;
+  }
   lua_pushnumber(L, lexicon_sentiment(s, n));
+  if (lua_type(L, 1) == LUA_TSTRING) {
+    lua_copy(L, 1, lua_upvalueindex(1));
+    lua_copy(L, -1, lua_upvalueindex(2));
+  }
   return 1;
 }
 
@@ -514,6 +601,8 @@ static int l_terms(lua_State *L) {
 typedef struct {
   uint32_t n;
   uint8_t first[32];    /* bitmap of first bytes */
+  uint16_t head[256];   /* first phrase starting with a byte, +1 (0: none) */
+  uint16_t chain[1024]; /* next phrase with the same first byte, +1 (0: none) */
   uint32_t off[];       /* n+1 offsets into the phrase bytes that follow */
 } kw_t;
 
@@ -546,9 +635,11 @@ static void kw_scan(const kw_t *k, const char *s, size_t len, uint8_t *seen,
     unsigned char c = (unsigned char)tolower((unsigned char)s[i]);
     if (!(k->first[c >> 3] & (1u << (c & 7)))) continue;
     if (i > 0 && wordchar((unsigned char)s[i - 1]) && wordchar(c)) continue;
-    for (uint32_t j = 0; j < k->n; j++) {
+    for (uint32_t j1 = k->head[c]; j1; j1 = k->chain[j1 - 1]) { /* phrases starting with c */
+      uint32_t j = j1 - 1;
       if (seen[j >> 3] & (1u << (j & 7))) continue;
-      if (kw_at(s, len, i, kw_phrase(k, j))) {
+      const char *ph = kw_phrase(k, j);
+      if (kw_at(s, len, i, ph)) {
         seen[j >> 3] |= (uint8_t)(1u << (j & 7));
         if (cb(ud, j)) return;
       }
@@ -654,6 +745,13 @@ static int l_keywords(lua_State *L) {
     if (o == k->off[i - 1]) return luaL_error(L, "fp.keywords: phrase %d is blank", (int)i);
     unsigned char c = (unsigned char)d[k->off[i - 1]];
     k->first[c >> 3] |= (uint8_t)(1u << (c & 7));
+    if (!k->head[c]) { /* append to c's chain, keeping list order */
+      k->head[c] = (uint16_t)i;
+    } else {
+      uint32_t t = k->head[c];
+      while (k->chain[t - 1]) t = k->chain[t - 1];
+      k->chain[t - 1] = (uint16_t)i;
+    }
     d[o++] = '\0';
     lua_pop(L, 1);
   }
@@ -689,6 +787,13 @@ static int setup_api(lua_State *L) {
   lua_pushinteger(L, 0);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &k_seq);
 
+  lua_createtable(L, 0, 2); /* metatable of the mention caches (see lazy_push) */
+  lua_pushcfunction(L, l_lazy_resolve);
+  lua_setfield(L, -2, "__index");
+  lua_pushliteral(L, "locked");
+  lua_setfield(L, -2, "__metatable");
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &k_cmeta);
+
   lua_createtable(L, 0, 4); /* keyword matcher metatable */
   lua_createtable(L, 0, 3);
   lua_pushcfunction(L, l_kw_match);
@@ -719,7 +824,9 @@ static int setup_api(lua_State *L) {
   }
   lua_pushcfunction(L, l_keywords);
   lua_setfield(L, -2, "keywords");
-  lua_pushcfunction(L, l_sentiment);
+  lua_pushnil(L);
+  lua_pushnumber(L, 0);
+  lua_pushcclosure(L, l_sentiment, 2);
   lua_setfield(L, -2, "sentiment");
   lua_pushcfunction(L, l_duration);
   lua_setfield(L, -2, "duration");
@@ -733,65 +840,242 @@ static int setup_api(lua_State *L) {
 /* ========================================================================================== */
 /* Mention tables                                                                             */
 
-static void push_json(lua_State *L, json_t *v, int depth) {
-  switch (json_typeof(v)) {
-  case JSON_OBJECT: {
-    if (depth >= MAX_MENTION_DEPTH) {
-      lua_pushnil(L);
+/*
+ * A mention reaches Lua as a lazy, read-only view of its JSON document. Building the whole
+ * table tree per mention cost a third of stage 1, while rules read a handful of fields. Each
+ * JSON object or array is an empty proxy table whose own metatable (never reachable from
+ * Lua: __metatable = "locked", no debug library) holds:
+ *   __index     the cache C: a plain table of the fields converted so far, so a second read
+ *               is one VM table lookup, no C call. C's metatable (one per state, k_cmeta)
+ *               has __index = l_lazy_resolve, which converts the field from the document (a
+ *               child object or array becomes another lazy proxy) and stores it in C;
+ *   __newindex  an error (the mention is read-only, as before);
+ *   __len       the array's length; __pairs iterates a converted snapshot.
+ * C[&k_lazy] (a light-userdata key: no JSON key can collide) is the lazy_t userdata.
+ * The document belongs to the caller and is only valid until fp_rules_release(): the release
+ * clears `valid`, after which an unconverted read raises "mention table used after its
+ * evaluation ended" instead of touching freed memory (a rule may keep `m` in an upvalue).
+ * Seen from Lua nothing else changed: type(m) == "table", rawget/rawlen/next see an empty
+ * table, and the derived fields (created_at_ms, _offset, brand and sentiment fallbacks) read
+ * as before. JSON nulls read as nil; containers deeper than MAX_MENTION_DEPTH read as nil.
+ */
+static char k_lazy; /* cache key of the lazy_t userdata */
+
+typedef struct mstate_s {
+  int valid;                  /* 0 once released */
+  const char *brand;          /* fallback when the document has no brand (borrowed) */
+  int64_t created_at_ms, offset;
+  double sentiment;
+  int has_sentiment;
+} mstate_t;
+
+typedef struct lazy_s {
+  const json_t *v;            /* the object or array (borrowed from the mention document) */
+  mstate_t *ms;               /* the mention's state (kept alive by the user value) */
+  int depth;                  /* 0 for the mention itself */
+} lazy_t;
+
+typedef struct {
+  lazy_t l;
+  mstate_t ms;
+} lazy_top_t;
+
+static int l_lazy_newindex(lua_State *L) {
+  return luaL_error(L, "attempt to modify a read-only table (field '%s')",
+                    lua_type(L, 2) == LUA_TSTRING ? lua_tostring(L, 2) : "?");
+}
+
+/* The lazy_t behind proxy @p idx, or NULL if it is not a lazy mention table. With
+ * @p push_cache, also pushes its cache table when found. */
+static lazy_t *lazy_get(lua_State *L, int idx, int push_cache) {
+  lazy_t *z = NULL;
+  idx = lua_absindex(L, idx);
+  if (!lua_istable(L, idx) || !lua_getmetatable(L, idx)) return NULL;
+  lua_pushliteral(L, "__newindex");
+  if (lua_rawget(L, -2) == LUA_TFUNCTION && lua_tocfunction(L, -1) == l_lazy_newindex) {
+    lua_pushliteral(L, "__index");
+    if (lua_rawget(L, -3) == LUA_TTABLE) {
+      lua_rawgetp(L, -1, &k_lazy);
+      z = lua_touserdata(L, -1);
+      lua_pop(L, 1);
+      if (z && push_cache) {
+        lua_replace(L, -3); /* mt nf C -> C nf */
+        lua_pop(L, 1);
+        return z;
+      }
+    }
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 2);
+  return z;
+}
+#define lazy_of(L, idx) lazy_get((L), (idx), 0)
+
+/* The lazy_t of proxy 1 (a metamethod's self); raises if it was released. */
+static lazy_t *lazy_self(lua_State *L) {
+  lazy_t *z = lazy_get(L, 1, 0);
+  if (!z) luaL_error(L, "not a mention table");
+  if (!z->ms->valid) luaL_error(L, "mention table used after its evaluation ended");
+  return z;
+}
+
+static int l_lazy_len(lua_State *L) {
+  lazy_t *z = lazy_self(L);
+  lua_pushinteger(L, json_is_array(z->v) ? (lua_Integer)json_array_size(z->v) : 0);
+  return 1;
+}
+
+static void lazy_push(lua_State *L, const json_t *v, mstate_t *ms, int depth, int owner);
+
+/* Converts JSON value @p v (a child of lazy @p z, whose userdata is at @p zidx) and pushes
+ * it; pushes nil for null and for containers past the depth limit. */
+static void lazy_value(lua_State *L, const lazy_t *z, int zidx, const json_t *v) {
+  switch (v ? json_typeof(v) : JSON_NULL) {
+  case JSON_OBJECT:
+  case JSON_ARRAY:
+    if (z->depth + 1 >= MAX_MENTION_DEPTH) lua_pushnil(L);
+    else lazy_push(L, v, z->ms, z->depth + 1, zidx);
+    return;
+  case JSON_STRING: lua_pushlstring(L, json_string_value(v), json_string_length(v)); return;
+  case JSON_INTEGER: lua_pushinteger(L, (lua_Integer)json_integer_value(v)); return;
+  case JSON_REAL: lua_pushnumber(L, json_real_value(v)); return;
+  case JSON_TRUE: lua_pushboolean(L, 1); return;
+  case JSON_FALSE: lua_pushboolean(L, 0); return;
+  default: lua_pushnil(L); return;
+  }
+}
+
+/* Pushes field @p k (@p n bytes) of object lazy @p z, with the mention's derived fields at
+ * the top level. */
+static void lazy_field(lua_State *L, const lazy_t *z, int zidx, const char *k, size_t n) {
+  const json_t *v = json_is_object(z->v) ? json_object_getn(z->v, k, n) : NULL;
+  if (z->depth == 0) {
+    const mstate_t *ms = z->ms;
+    if (n == 13 && memcmp(k, "created_at_ms", 13) == 0) {
+      lua_pushinteger(L, ms->created_at_ms);
       return;
     }
+    if (n == 7 && memcmp(k, "_offset", 7) == 0) {
+      lua_pushinteger(L, ms->offset);
+      return;
+    }
+    if (n == 9 && memcmp(k, "sentiment", 9) == 0 && ms->has_sentiment && !json_is_number(v)) {
+      lua_pushnumber(L, ms->sentiment);
+      return;
+    }
+    if (n == 5 && memcmp(k, "brand", 5) == 0 && (!v || json_is_null(v)) && ms->brand) {
+      lua_pushstring(L, ms->brand);
+      return;
+    }
+  }
+  lazy_value(L, z, zidx, v);
+}
+
+/* C's __index(C, key), on a cache miss: stack 1 cache, 2 key, 3 userdata. */
+static int l_lazy_resolve(lua_State *L) {
+  lazy_t *z;
+  lua_settop(L, 2);
+  lua_rawgetp(L, 1, &k_lazy);
+  z = lua_touserdata(L, 3);
+  if (!z) return 0;
+  if (!z->ms->valid) return luaL_error(L, "mention table used after its evaluation ended");
+  if (lua_type(L, 2) == LUA_TSTRING && json_is_object(z->v)) {
+    size_t n;
+    const char *k = lua_tolstring(L, 2, &n);
+    lazy_field(L, z, 3, k, n);
+  } else if (lua_isinteger(L, 2) && json_is_array(z->v)) {
+    lua_Integer i = lua_tointeger(L, 2);
+    if (i < 1 || (size_t)i > json_array_size(z->v)) return 0;
+    lazy_value(L, z, 3, json_array_get(z->v, (size_t)i - 1));
+  } else {
+    return 0;
+  }
+  if (!lua_isnil(L, -1)) { /* the next read is a plain lookup in C */
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, 1);
+  }
+  return 1;
+}
+
+static int l_snapshot_next(lua_State *L) {
+  lua_settop(L, 2);
+  if (lua_next(L, 1)) return 2;
+  return 0;
+}
+
+/* __pairs(proxy): iterates a fresh snapshot (a private plain table of converted fields;
+ * nested tables in it are the same read-only proxies m.<field> gives). */
+static int l_lazy_pairs(lua_State *L) {
+  lua_settop(L, 1);
+  lazy_t *z = lazy_self(L);
+  lua_newtable(L); /* 2: snapshot */
+  if (json_is_object(z->v)) {
     const char *k;
     size_t klen;
     json_t *c;
-    lua_createtable(L, 0, (int)json_object_size(v));
-    json_object_keylen_foreach(v, k, klen, c) {
-      push_json(L, c, depth + 1);
-      if (lua_isnil(L, -1)) {
-        lua_pop(L, 1);
-        continue;
-      }
+    json_object_keylen_foreach((json_t *)z->v, k, klen, c) {
       lua_pushlstring(L, k, klen);
-      lua_insert(L, -2);
-      lua_rawset(L, -3);
+      lua_pushvalue(L, -1);
+      if (lua_gettable(L, 1) == LUA_TNIL) lua_pop(L, 2); /* through __index: cached, same proxies */
+      else lua_rawset(L, 2);
     }
-    fp_sandbox_seal(L);
-    return;
-  }
-  case JSON_ARRAY: {
-    if (depth >= MAX_MENTION_DEPTH) {
-      lua_pushnil(L);
-      return;
+    if (z->depth == 0) {
+      static const char *const derived[] = {"created_at_ms", "_offset", "sentiment", "brand"};
+      for (size_t i = 0; i < sizeof derived / sizeof *derived; i++) {
+        lua_pushstring(L, derived[i]);
+        lua_pushvalue(L, -1);
+        if (lua_gettable(L, 1) == LUA_TNIL) lua_pop(L, 2);
+        else lua_rawset(L, 2);
+      }
     }
-    size_t i;
-    json_t *c;
-    lua_createtable(L, (int)json_array_size(v), 0);
-    json_array_foreach(v, i, c) {
-      push_json(L, c, depth + 1);
-      if (lua_isnil(L, -1)) lua_pop(L, 1);
-      else lua_rawseti(L, -2, (lua_Integer)i + 1);
+  } else if (json_is_array(z->v)) {
+    for (size_t i = 0; i < json_array_size(z->v); i++) {
+      if (lua_geti(L, 1, (lua_Integer)i + 1) == LUA_TNIL) lua_pop(L, 1);
+      else lua_rawseti(L, 2, (lua_Integer)i + 1);
     }
-    fp_sandbox_seal(L);
-    return;
   }
-  case JSON_STRING:
-    lua_pushlstring(L, json_string_value(v), json_string_length(v));
-    return;
-  case JSON_INTEGER:
-    lua_pushinteger(L, (lua_Integer)json_integer_value(v));
-    return;
-  case JSON_REAL:
-    lua_pushnumber(L, json_real_value(v));
-    return;
-  case JSON_TRUE:
-    lua_pushboolean(L, 1);
-    return;
-  case JSON_FALSE:
-    lua_pushboolean(L, 0);
-    return;
-  default:
-    lua_pushnil(L);
-    return;
+  lua_pushcfunction(L, l_snapshot_next);
+  lua_insert(L, 2);
+  lua_pushnil(L);
+  return 3;
+}
+
+/* Pushes a proxy for object/array @p v of mention @p ms. @p owner is the stack index of a
+ * userdata that keeps @p ms alive, or 0 for the mention itself (whose userdata holds it). */
+static void lazy_push(lua_State *L, const json_t *v, mstate_t *ms, int depth, int owner) {
+  lazy_t *z;
+  if (owner) owner = lua_absindex(L, owner);
+  luaL_checkstack(L, 6, "mention table");
+  lua_createtable(L, 0, 0);          /* proxy */
+  lua_createtable(L, 0, 5);          /* its metatable */
+  lua_createtable(L, 0, 4);          /* the cache C */
+  if (!owner) {
+    lazy_top_t *t = lua_newuserdatauv(L, sizeof *t, 0);
+    memset(t, 0, sizeof *t);
+    t->l.ms = &t->ms;
+    z = &t->l;
+  } else {
+    z = lua_newuserdatauv(L, sizeof *z, 1);
+    lua_pushvalue(L, owner);
+    lua_setiuservalue(L, -2, 1);
+    z->ms = ms;
   }
+  z->v = v;
+  z->depth = depth;
+  lua_rawsetp(L, -2, &k_lazy);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &k_cmeta);
+  lua_setmetatable(L, -2);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, l_lazy_newindex);
+  lua_setfield(L, -2, "__newindex");
+  lua_pushcfunction(L, l_lazy_len);
+  lua_setfield(L, -2, "__len");
+  lua_pushcfunction(L, l_lazy_pairs);
+  lua_setfield(L, -2, "__pairs");
+  lua_pushliteral(L, "locked");
+  lua_setfield(L, -2, "__metatable");
+  lua_setmetatable(L, -2);
 }
 
 typedef struct mention_arg_s {
@@ -799,46 +1083,21 @@ typedef struct mention_arg_s {
   int64_t offset;
 } mention_arg_t;
 
-/* cpcall body: builds the sealed mention table and returns a registry ref as an integer.
+/* cpcall body: pushes the mention's lazy table and returns a registry ref as an integer.
  * Besides the document's fields it carries created_at_ms and `_offset`, the input offset
  * (rules may use it to check ordering; it is not part of the mention). */
 static int build_mention(lua_State *L) {
   const mention_arg_t *arg = lua_touserdata(L, 1);
   const fp_mention_t *m = arg->m;
-  if (m->doc && json_is_object(m->doc)) {
-    /* push_json seals; build the top level by hand to add derived fields first. */
-    const char *k;
-    size_t klen;
-    json_t *c;
-    lua_createtable(L, 0, (int)json_object_size(m->doc) + 2);
-    json_object_keylen_foreach(m->doc, k, klen, c) {
-      push_json(L, c, 1);
-      if (lua_isnil(L, -1)) {
-        lua_pop(L, 1);
-        continue;
-      }
-      lua_pushlstring(L, k, klen);
-      lua_insert(L, -2);
-      lua_rawset(L, -3);
-    }
-  } else {
-    lua_createtable(L, 0, 4);
-  }
-  if (lua_getfield(L, -1, "brand") == LUA_TNIL && m->brand) {
-    lua_pushstring(L, m->brand);
-    lua_setfield(L, -3, "brand");
-  }
-  lua_pop(L, 1);
-  lua_pushinteger(L, m->created_at_ms);
-  lua_setfield(L, -2, "created_at_ms");
-  lua_pushinteger(L, arg->offset);
-  lua_setfield(L, -2, "_offset");
-  if (m->has_sentiment && lua_getfield(L, -1, "sentiment") != LUA_TNUMBER) {
-    lua_pushnumber(L, m->sentiment);
-    lua_setfield(L, -3, "sentiment");
-  }
-  lua_settop(L, 2);
-  fp_sandbox_seal(L);
+  const json_t *doc = m->doc && json_is_object(m->doc) ? m->doc : empty_doc;
+  lazy_push(L, doc, NULL, 0, 0);
+  lazy_top_t *t = (lazy_top_t *)lazy_of(L, -1);
+  t->ms.valid = 1;
+  t->ms.brand = m->brand;
+  t->ms.created_at_ms = m->created_at_ms;
+  t->ms.offset = arg->offset;
+  t->ms.sentiment = m->sentiment;
+  t->ms.has_sentiment = m->has_sentiment;
   lua_pushinteger(L, luaL_ref(L, LUA_REGISTRYINDEX));
   return 1;
 }
@@ -1152,6 +1411,7 @@ fp_rules_t *fp_rules_new(const char *dir, const fp_rules_limits_t *limits, char 
     return NULL;
   }
   if (!(rs = calloc(1, sizeof *rs))) goto nomem;
+  rs->tag = (int)(atomic_fetch_add(&rules_tag_seq, 1) % MREF_TAGS) + 1;
   rs->lim.mem_bytes = limits && limits->mem_bytes ? limits->mem_bytes : 64u * 1024 * 1024;
   rs->lim.instructions = limits && limits->instructions ? limits->instructions : 1000000;
   rs->lim.deadline_ms = limits && limits->deadline_ms > 0 ? limits->deadline_ms : 250;
@@ -1256,7 +1516,7 @@ static void rule_ok(rule_t *r) { r->consecutive = 0; }
 static fp_err_t call_m(fp_rules_t *rs, int ref, int mref, char *msg, size_t size) {
   lua_State *L = fp_sandbox_lua(rs->sb);
   lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, mref);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, mref_ref(rs, mref)); /* nil for a foreign handle */
   return fp_sandbox_pcall(rs->sb, 1, 1, msg, size);
 }
 
@@ -1320,8 +1580,17 @@ static fp_err_t rule_ops(fp_rules_t *rs, rule_t *r, const fp_mention_t *m, int m
           size_t n;
           const char *s = lua_tolstring(L, -1, &n);
           terms_of_text(&T, s, n);
+        } else if (lazy_of(L, -1)) { /* an array of the mention: read the JSON, run no Lua */
+          const lazy_t *z = lazy_of(L, -1);
+          size_t i;
+          json_t *c;
+          if (z->ms->valid && json_is_array(z->v))
+            json_array_foreach((json_t *)z->v, i, c) {
+              if (i >= 64 || T.n >= MAX_TERMS) break;
+              if (json_is_string(c)) terms_add(&T, json_string_value(c), json_string_length(c));
+            }
         } else if (lua_istable(L, -1)) {
-          push_raw_view(L, -1); /* sealed mention arrays: read the real table, run no Lua */
+          push_raw_view(L, -1); /* sealed tables: read the real table, run no Lua */
           for (lua_Integer i = 1; i <= 64 && T.n < MAX_TERMS; i++) {
             int t = lua_rawgeti(L, -1, i);
             if (t == LUA_TNIL) {
@@ -1400,8 +1669,13 @@ fp_err_t fp_rules_select(fp_rules_t *rs, const fp_mention_t *m, int64_t offset,
   mention_arg_t marg = {m, offset};
   if (fp_sandbox_cpcall(rs->sb, build_mention, &marg, 0, 1, msg, sizeof msg) != FP_OK)
     return FP_ERR_RULE_MEMORY;
-  int mref = (int)lua_tointeger(L, -1);
+  lua_Integer ref = lua_tointeger(L, -1);
   lua_pop(L, 1);
+  if (ref <= 0 || ref >= (1 << MREF_BITS)) { /* a million live mentions: refuse */
+    luaL_unref(L, LUA_REGISTRYINDEX, (int)ref);
+    return FP_ERR_RULE_MEMORY;
+  }
+  int mref = rs->tag << MREF_BITS | (int)ref;
   *mref_out = mref;
 
   for (size_t i = 0; i < rs->n && *nhits < hits_cap; i++) {
@@ -1446,10 +1720,10 @@ fp_err_t fp_rules_select(fp_rules_t *rs, const fp_mention_t *m, int64_t offset,
       set_entity(h->entity, ent, n);
       lua_pop(L, 1);
     }
-    size_t first = ops->n, firststr = ops->nstrs;
+    size_t first = ops->n, mark_chunk = ops->chunk, mark_used = ops->used;
     if ((e = rule_ops(rs, r, m, mref, offset, h->entity, ops, msg, sizeof msg))) {
-      for (size_t s = firststr; s < ops->nstrs; s++) free(ops->strs[s]);
-      ops->nstrs = firststr;
+      ops->chunk = mark_chunk; /* drop this rule's strings and ops */
+      ops->used = mark_used;
       ops->n = first;
       if (e == FP_ERR_NOMEM) return e;
       goto fail;
@@ -1484,15 +1758,17 @@ fp_err_t fp_rules_severity(fp_rules_t *rs, int mref, const fp_rule_hit_t *hit,
     lua_rawgeti(L, LUA_REGISTRYINDEX, r->val_ref[w]);
     lua_pushnumber(L, last ? last->out.value : 0);
     lua_setfield(L, -2, "value");
-    lua_pushnumber(L, last ? last->out.mean : 0);
-    lua_setfield(L, -2, "mean");
-    lua_pushnumber(L, last ? last->out.stddev : 0);
-    lua_setfield(L, -2, "stddev");
+    if (r->info.windows[w].spec.kind == FP_WIN_BASELINE) { /* only baselines have these */
+      lua_pushnumber(L, last ? last->out.mean : 0);
+      lua_setfield(L, -2, "mean");
+      lua_pushnumber(L, last ? last->out.stddev : 0);
+      lua_setfield(L, -2, "stddev");
+    }
     lua_pop(L, 1);
   }
   lua_rawgeti(L, LUA_REGISTRYINDEX, r->sev_ref);
   lua_rawgeti(L, LUA_REGISTRYINDEX, r->w_ref);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, mref); /* nil for LUA_NOREF */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, mref_ref(rs, mref)); /* nil for LUA_NOREF */
   fp_err_t e = fp_sandbox_pcall(rs->sb, 2, 1, msg, sizeof msg);
   if (e == FP_OK) {
     int t = lua_type(L, -1);
@@ -1521,8 +1797,15 @@ fp_err_t fp_rules_severity(fp_rules_t *rs, int mref, const fp_rule_hit_t *hit,
 }
 
 void fp_rules_release(fp_rules_t *rs, int mref) {
-  if (rs && mref != LUA_NOREF && mref != LUA_REFNIL)
-    luaL_unref(fp_sandbox_lua(rs->sb), LUA_REGISTRYINDEX, mref);
+  int ref = rs ? mref_ref(rs, mref) : LUA_NOREF;
+  if (ref == LUA_NOREF) return;
+  lua_State *L = fp_sandbox_lua(rs->sb);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+  lazy_t *z = lazy_of(L, -1);
+  lua_pop(L, 1);
+  if (!z) return; /* not a mention of ours: leave the slot alone */
+  z->ms->valid = 0; /* the document is about to be freed by the caller */
+  luaL_unref(L, LUA_REGISTRYINDEX, ref);
 }
 
 /* ========================================================================================== */

@@ -81,11 +81,12 @@ typedef struct fp_rule_hit_s {
   size_t op_count;
 } fp_rule_hit_t;
 
-/** A growable array of window ops whose strings are owned by the array. */
+/** A growable array of window ops whose strings are owned by the array. Zero-initialise. */
 typedef struct fp_opvec_s {
   fp_win_op_t *ops;
   size_t n, cap;
-  char **strs; size_t nstrs, capstrs; /* owned copies of keys and members */
+  char **strs; size_t nstrs, capstrs; /* arena chunks holding the keys and members */
+  size_t chunk, used;                 /* arena fill mark: current chunk, bytes used in it */
 } fp_opvec_t;
 void fp_opvec_reset(fp_opvec_t *v);   /* keeps capacity */
 void fp_opvec_free(fp_opvec_t *v);

@@ -25,13 +25,20 @@
  */
 #include "sandbox.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <lauxlib.h>
 #include <lualib.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
+#include "log.h"
 #include "util.h"
 
 struct fp_sandbox_s {
@@ -46,6 +53,12 @@ struct fp_sandbox_s {
   int env_mt_ref;     /* metatable shared by every rule env: {__index = globals proxy} */
   int loaded_ref;     /* require cache: name -> sealed result */
   char *lib_dir;
+  /* watchdog (see "Watchdog"): written by the owning thread, read by the watchdog thread */
+  _Atomic unsigned wd_seq;            /* odd while inside fp_sandbox_pcall */
+  _Atomic int64_t wd_start_ns;        /* when the current call started */
+  _Atomic(const fp_sandbox_label_t *) wd_label;
+  int64_t wd_hard_ms;                 /* max(10 x deadline, FP_WATCHDOG_MIN_MS) */
+  struct fp_sandbox_s *wd_next, *wd_prev; /* the process's sandboxes (wd_mu) */
 };
 
 static const char locked[] = "locked";
@@ -125,9 +138,13 @@ fp_err_t fp_sandbox_pcall(fp_sandbox_t *sb, int nargs, int nresults, char *errst
   sb->mem_hit = 0;
   sb->deadline_ns = fp_mono_ns() + sb->deadline_ms * 1000000LL;
   sb->in_call = 1;
+  atomic_store_explicit(&sb->wd_start_ns, sb->deadline_ns - sb->deadline_ms * 1000000LL,
+                        memory_order_relaxed);
+  atomic_fetch_add_explicit(&sb->wd_seq, 1, memory_order_release); /* odd: in a call */
   lua_sethook(L, sb_hook, LUA_MASKCOUNT, FP_SANDBOX_HOOK_EVERY);
   int rc = lua_pcall(L, nargs, nresults, base);
   lua_sethook(L, NULL, 0, 0);
+  atomic_fetch_add_explicit(&sb->wd_seq, 1, memory_order_release); /* even: out */
   sb->in_call = 0;
   lua_remove(L, base);
 
@@ -420,6 +437,193 @@ static int sb_require(lua_State *L) {
 }
 
 /* ---------------------------------------------------------------------------------------- */
+/* Watchdog                                                                                  */
+/*
+ * The count hook stops Lua code; it cannot stop a C function (a pattern match the guard let
+ * through, a huge table.concat or sort), and nothing can interrupt C code safely from
+ * outside: longjmp out of it from another thread is undefined, and the worker holds no lock
+ * we could break. So past a hard limit the watchdog does the one reliable thing, abort(),
+ * after saying which rule it was and recording a strike, so that the restart (which replays
+ * the same mentions from the committed offsets) quarantines the rule after a few strikes
+ * instead of hanging again forever. The alternative "mark the rule quarantined and drop the
+ * result when the call returns" was rejected: a call that never returns still stalls its
+ * partition (and, past max.poll.interval.ms, the whole consumer).
+ *
+ * Reading a sandbox from the watchdog thread: wd_seq is odd while a call runs; the watchdog
+ * reads seq, start and label, then seq again, and acts only if both reads agree (the same
+ * call) and it is still odd. The label points into the rule set, which cannot be destroyed
+ * while its owning thread is stuck inside the call.
+ */
+static pthread_mutex_t wd_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t wd_cv = PTHREAD_COND_INITIALIZER;
+static fp_sandbox_t *wd_list;
+static pthread_t wd_thread;
+static int wd_running, wd_stop;
+static int64_t wd_conf_hard_ms;
+static char wd_strikes_dir[1024];
+
+static void wd_register(fp_sandbox_t *sb) {
+  pthread_mutex_lock(&wd_mu);
+  sb->wd_prev = NULL;
+  sb->wd_next = wd_list;
+  if (wd_list) wd_list->wd_prev = sb;
+  wd_list = sb;
+  pthread_mutex_unlock(&wd_mu);
+}
+
+static void wd_unregister(fp_sandbox_t *sb) {
+  pthread_mutex_lock(&wd_mu);
+  if (sb->wd_prev) sb->wd_prev->wd_next = sb->wd_next;
+  else if (wd_list == sb) wd_list = sb->wd_next;
+  if (sb->wd_next) sb->wd_next->wd_prev = sb->wd_prev;
+  sb->wd_next = sb->wd_prev = NULL;
+  pthread_mutex_unlock(&wd_mu);
+}
+
+void fp_sandbox_set_label(fp_sandbox_t *sb, const fp_sandbox_label_t *label) {
+  atomic_store_explicit(&sb->wd_label, label, memory_order_relaxed);
+}
+
+/* The strike file of a rule: <dir>/<id>@<hash>.strikes; a file that hung while loading (no
+ * id yet) is keyed "load-<basename>". Ids are [A-Za-z0-9_.-] (fp.rule checks). */
+static void strike_path(char *out, size_t size, const char *dir, const char *rule_id,
+                        const char *file, const char *hash) {
+  if (rule_id) {
+    snprintf(out, size, "%s/%s@%s.strikes", dir, rule_id, hash ? hash : "0");
+  } else {
+    const char *base = file ? strrchr(file, '/') : NULL;
+    base = base ? base + 1 : file ? file : "unknown";
+    snprintf(out, size, "%s/load-%s@%s.strikes", dir, base, hash ? hash : "0");
+  }
+}
+
+static unsigned strikes_read(const char *path) {
+  unsigned n = 0;
+  FILE *f = fopen(path, "r");
+  if (f) {
+    if (fscanf(f, "%u", &n) != 1) n = 0;
+    fclose(f);
+  }
+  return n;
+}
+
+unsigned fp_sandbox_strikes(const char *dir, const char *rule_id, const char *hash) {
+  char path[1400];
+  if (!dir || !*dir || !rule_id) return 0;
+  strike_path(path, sizeof path, dir, rule_id, NULL, hash);
+  return strikes_read(path);
+}
+
+/* Adds one strike (write aside, fsync, rename: a crash leaves the old count or the new).
+ * @returns the new count, or 0 if it could not be written. */
+static unsigned strike_add(const fp_sandbox_label_t *lab) {
+  char path[1400], tmp[1500];
+  if (!wd_strikes_dir[0]) return 0;
+  strike_path(path, sizeof path, wd_strikes_dir, lab->rule_id, lab->file, lab->hash);
+  unsigned n = strikes_read(path) + 1;
+  snprintf(tmp, sizeof tmp, "%s.%d.tmp", path, (int)getpid());
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return 0;
+  char buf[64];
+  int len = snprintf(buf, sizeof buf, "%u\n", n);
+  int ok = write(fd, buf, (size_t)len) == len && fsync(fd) == 0;
+  close(fd);
+  if (!ok || rename(tmp, path) != 0) {
+    unlink(tmp);
+    return 0;
+  }
+  if ((fd = open(wd_strikes_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) >= 0) {
+    fsync(fd);
+    close(fd);
+  }
+  return n;
+}
+
+static void wd_fire(const fp_sandbox_label_t *lab, int64_t elapsed_ms, int64_t hard_ms) {
+  static const fp_sandbox_label_t none = {NULL, "(unknown)", NULL};
+  if (!lab) lab = &none;
+  fp_log(FP_LOG_ERROR, "rules",
+         "watchdog: rule %s (%s) has been inside one call for %lld ms, past the hard limit of "
+         "%lld ms: a C call the instruction hook cannot stop (a pattern match, a huge "
+         "concat or sort). Aborting so the process restarts and replays from the committed "
+         "offsets", lab->rule_id ? lab->rule_id : "(loading)", lab->file ? lab->file : "?",
+         (long long)elapsed_ms, (long long)hard_ms);
+  unsigned n = strike_add(lab);
+  if (n)
+    fp_log(FP_LOG_ERROR, "rules", "watchdog: strike %u recorded for %s in %s", n,
+           lab->rule_id ? lab->rule_id : lab->file, wd_strikes_dir);
+  else if (wd_strikes_dir[0])
+    fp_log(FP_LOG_ERROR, "rules", "watchdog: could not record a strike in %s: %s",
+           wd_strikes_dir, strerror(errno));
+  abort();
+}
+
+static void *wd_main(void *arg) {
+  (void)arg;
+  pthread_mutex_lock(&wd_mu);
+  while (!wd_stop) {
+    int64_t now = fp_mono_ns(), min_hard = INT64_MAX;
+    for (fp_sandbox_t *sb = wd_list; sb; sb = sb->wd_next) {
+      int64_t hard = wd_conf_hard_ms > 0 ? wd_conf_hard_ms : sb->wd_hard_ms;
+      if (hard < min_hard) min_hard = hard;
+      unsigned s1 = atomic_load_explicit(&sb->wd_seq, memory_order_acquire);
+      if (!(s1 & 1)) continue;
+      int64_t start = atomic_load_explicit(&sb->wd_start_ns, memory_order_relaxed);
+      const fp_sandbox_label_t *lab = atomic_load_explicit(&sb->wd_label, memory_order_relaxed);
+      atomic_thread_fence(memory_order_acquire);
+      if (atomic_load_explicit(&sb->wd_seq, memory_order_relaxed) != s1) continue;
+      if (now - start > hard * 1000000LL) wd_fire(lab, (now - start) / 1000000, hard);
+    }
+    /* wake about ten times per (smallest) hard limit, at most every 200 ms */
+    int64_t period_ms = min_hard == INT64_MAX ? 200 : min_hard / 10;
+    if (period_ms > 200) period_ms = 200;
+    if (period_ms < 10) period_ms = 10;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += (long)(period_ms % 1000) * 1000000L;
+    ts.tv_sec += (time_t)(period_ms / 1000) + ts.tv_nsec / 1000000000L;
+    ts.tv_nsec %= 1000000000L;
+    pthread_cond_timedwait(&wd_cv, &wd_mu, &ts);
+  }
+  pthread_mutex_unlock(&wd_mu);
+  return NULL;
+}
+
+fp_err_t fp_sandbox_watchdog_start(const fp_watchdog_conf_t *conf, char *errstr,
+                                   size_t errstr_size) {
+  pthread_mutex_lock(&wd_mu);
+  wd_conf_hard_ms = conf ? conf->hard_ms : 0;
+  snprintf(wd_strikes_dir, sizeof wd_strikes_dir, "%s",
+           conf && conf->strikes_dir ? conf->strikes_dir : "");
+  if (!wd_running) {
+    wd_stop = 0;
+    if (pthread_create(&wd_thread, NULL, wd_main, NULL) != 0) {
+      pthread_mutex_unlock(&wd_mu);
+      return fp_seterr(errstr, errstr_size, FP_ERR_FATAL, "cannot start the rules watchdog thread");
+    }
+    wd_running = 1;
+  }
+  pthread_cond_broadcast(&wd_cv);
+  pthread_mutex_unlock(&wd_mu);
+  return FP_OK;
+}
+
+void fp_sandbox_watchdog_stop(void) {
+  pthread_mutex_lock(&wd_mu);
+  if (!wd_running) {
+    pthread_mutex_unlock(&wd_mu);
+    return;
+  }
+  wd_stop = 1;
+  pthread_cond_broadcast(&wd_cv);
+  pthread_mutex_unlock(&wd_mu);
+  pthread_join(wd_thread, NULL);
+  pthread_mutex_lock(&wd_mu);
+  wd_running = 0;
+  pthread_mutex_unlock(&wd_mu);
+}
+
+/* ---------------------------------------------------------------------------------------- */
 /* Construction                                                                              */
 
 /* Opens @p fn as library @p name without making it global; leaves the module on the stack. */
@@ -528,8 +732,12 @@ fp_sandbox_t *fp_sandbox_new(const fp_sandbox_limits_t *limits, const char *lib_
   sb->budget = limits && limits->instructions ? limits->instructions : 1000000;
   sb->deadline_ms = limits && limits->deadline_ms > 0 ? limits->deadline_ms : 250;
   if (lib_dir && !(sb->lib_dir = strdup(lib_dir))) goto nomem;
+  sb->wd_hard_ms = sb->deadline_ms * 10 > FP_WATCHDOG_MIN_MS ? sb->deadline_ms * 10 : FP_WATCHDOG_MIN_MS;
   sb->L = lua_newstate(sb_alloc, sb);
   if (!sb->L) goto nomem;
+  /* Generational GC: rule evaluation makes mostly short-lived garbage (mention views,
+   * threshold tables built per call), which a young collection frees cheaply. */
+  lua_gc(sb->L, LUA_GCGEN, 0, 0);
   lua_pushcfunction(sb->L, sb_setup);
   lua_pushlightuserdata(sb->L, sb);
   if (lua_pcall(sb->L, 1, 0, 0) != LUA_OK) {
@@ -538,6 +746,7 @@ fp_sandbox_t *fp_sandbox_new(const fp_sandbox_limits_t *limits, const char *lib_
     fp_sandbox_destroy(sb);
     return NULL;
   }
+  wd_register(sb);
   return sb;
 nomem:
   fp_seterr(errstr, errstr_size, FP_ERR_NOMEM, "out of memory creating the Lua sandbox");
@@ -547,6 +756,7 @@ nomem:
 
 void fp_sandbox_destroy(fp_sandbox_t *sb) {
   if (!sb) return;
+  wd_unregister(sb);
   if (sb->L) lua_close(sb->L);
   free(sb->lib_dir);
   free(sb);

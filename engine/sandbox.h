@@ -94,4 +94,53 @@ fp_err_t fp_sandbox_cpcall(fp_sandbox_t *sb, lua_CFunction fn, void *ud, int nar
 /** Bytes currently allocated by the state. */
 size_t fp_sandbox_mem_used(const fp_sandbox_t *sb);
 
+/* ---------------------------------------------------------------------------------------- */
+/* Watchdog: the last line of defence against a C call the count hook cannot preempt       */
+
+/** Who is running in a sandbox, for the watchdog's report and strike. All borrowed. */
+typedef struct fp_sandbox_label_s {
+  const char *rule_id; /* NULL while a file is being loaded (its rule id is not known yet) */
+  const char *file;
+  const char *hash;    /* 16 hex digits of the file's FNV-1a 64 */
+} fp_sandbox_label_t;
+
+/**
+ * Says which rule the next fp_sandbox_pcall() runs. @p label is borrowed until the next call
+ * of this function or fp_sandbox_destroy() (rules.c points it at the rule's own record).
+ */
+void fp_sandbox_set_label(fp_sandbox_t *sb, const fp_sandbox_label_t *label);
+
+/** Watchdog settings. Zero-initialise, then set what you need. */
+typedef struct fp_watchdog_conf_s {
+  int64_t hard_ms;          /* a single call longer than this aborts the process; 0: per
+                               sandbox max(10 x its deadline_ms, FP_WATCHDOG_MIN_MS) */
+  const char *strikes_dir;  /* copied; where strike files go (see fp_sandbox_strikes); NULL
+                               or "": no strikes are recorded */
+} fp_watchdog_conf_t;
+
+#define FP_WATCHDOG_MIN_MS 2000
+
+/**
+ * Starts the process-wide watchdog thread. It checks every sandbox of the process about ten
+ * times per hard limit; a call that has run past the hard limit is stuck in C code (the
+ * count hook would have stopped Lua code at its deadline long before), and nothing can
+ * interrupt a C function safely: the watchdog logs the rule, file and elapsed time at ERROR,
+ * adds a strike for the rule (when a strikes directory is set), and calls abort(). The
+ * process restarts and replays from its committed offsets; a rule with enough strikes is
+ * quarantined when the rules load (fp_rules_limits_t.strikes_dir).
+ * Calling it again replaces the settings. @returns FP_OK, or FP_ERR_FATAL (thread) /
+ * FP_ERR_NOMEM with a reason in @p errstr.
+ */
+fp_err_t fp_sandbox_watchdog_start(const fp_watchdog_conf_t *conf, char *errstr,
+                                   size_t errstr_size);
+
+/** Stops the watchdog thread (if running). Sandboxes stay usable. */
+void fp_sandbox_watchdog_stop(void);
+
+/**
+ * Strikes recorded for a rule: the number in @p dir/<rule_id>@<hash>.strikes (0 if there is
+ * none). Keyed by the file's hash, so a fixed rule file starts again from 0.
+ */
+unsigned fp_sandbox_strikes(const char *dir, const char *rule_id, const char *hash);
+
 #endif

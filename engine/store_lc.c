@@ -14,6 +14,9 @@
 extern const fp_store_script_t fp_store_lifecycle_script;
 
 #define FP_LC_STATE_TTL_MS (7LL * 86400 * 1000)
+/* A source whose watermark has not moved for this long (wall clock) no longer holds back
+ * the low watermark that sweeps use (an idle partition must not stop resolutions). */
+#define FP_LC_IDLE_MS (60LL * 1000)
 
 /* A small argv builder: strings are either borrowed (caller keeps them alive for the call)
  * or formatted numbers kept in an owned arena. */
@@ -95,8 +98,8 @@ void fp_store_lc_due_free(fp_lc_due_t *due, size_t n) {
 }
 
 fp_err_t fp_store_lc_load(fp_store_t *s, const char *source, const char *const *keys, size_t n,
-                          int64_t due_by, size_t max_due, char **states_out,
-                          int64_t *versions_out, int64_t *fence_out, fp_lc_due_t **due_out,
+                          int64_t wm, size_t max_due, char **states_out, int64_t *versions_out,
+                          int64_t *fence_out, int64_t *low_wm_out, fp_lc_due_t **due_out,
                           size_t *ndue_out, char *errstr, size_t es) {
   lc_args_t a;
   fp_store_reply_t rep;
@@ -107,33 +110,35 @@ fp_err_t fp_store_lc_load(fp_store_t *s, const char *source, const char *const *
   *due_out = NULL;
   *ndue_out = 0;
   for (size_t i = 0; i < n; i++) states_out[i] = NULL;
-  if (args_init(&a, 3)) return FP_ERR_NOMEM;
+  *low_wm_out = INT64_MIN;
+  if (args_init(&a, 5)) return FP_ERR_NOMEM;
   if (args_str(&a, "load") || args_str(&a, s->prefix) || args_str(&a, source) ||
-      (due_by == INT64_MIN ? args_str(&a, "-") : args_num(&a, due_by)) ||
-      args_num(&a, (int64_t)max_due) || args_num(&a, (int64_t)n))
+      (wm == INT64_MIN ? args_str(&a, "-") : args_num(&a, wm)) || args_num(&a, fp_now_ms()) ||
+      args_num(&a, FP_LC_IDLE_MS) || args_num(&a, (int64_t)max_due) || args_num(&a, (int64_t)n))
     goto out;
   for (size_t i = 0; i < n; i++)
     if (args_str(&a, keys[i])) goto out;
   if ((err = run(s, &a, &rep, errstr, es))) goto out;
-  if (rep.n < n + 1 || !rep.str[0] || (rep.n - n - 1) % 2) {
+  if (rep.n < n + 2 || !rep.str[0] || !rep.str[1] || (rep.n - n - 2) % 2) {
     err = fp_seterr(errstr, es, FP_ERR_FATAL, "store: lifecycle load: malformed reply");
     goto out;
   }
   *fence_out = strtoll(rep.str[0], NULL, 10);
+  if (rep.str[1][0] != '-' || rep.len[1] > 1) *low_wm_out = strtoll(rep.str[1], NULL, 10);
   for (size_t i = 0; i < n; i++) {
     versions_out[i] = 0;
-    if (rep.str[i + 1] && (err = split_state(rep.str[i + 1], rep.len[i + 1], &states_out[i], &versions_out[i]))) {
+    if (rep.str[i + 2] && (err = split_state(rep.str[i + 2], rep.len[i + 2], &states_out[i], &versions_out[i]))) {
       fp_seterr(errstr, es, err, "store: lifecycle state of %s malformed", keys[i]);
       goto fail;
     }
   }
-  ndue = (rep.n - n - 1) / 2;
+  ndue = (rep.n - n - 2) / 2;
   if (ndue && !(due = calloc(ndue, sizeof(*due)))) {
     err = FP_ERR_NOMEM;
     goto fail;
   }
   for (size_t i = 0; i < ndue; i++) {
-    size_t k = n + 1 + 2 * i;
+    size_t k = n + 2 + 2 * i;
     if (!rep.str[k] || !rep.str[k + 1] || !(due[i].key = dup_reply(&rep, k)) ||
         split_state(rep.str[k + 1], rep.len[k + 1], &due[i].state, &due[i].version) != FP_OK) {
       fp_store_lc_due_free(due, ndue);
@@ -181,15 +186,18 @@ fp_err_t fp_store_lc_commit(fp_store_t *s, const char *source, const char *const
                             const int64_t *versions, const char *const *states,
                             const int64_t *due_ms, size_t n, const int64_t *memo_offsets,
                             const char *const *memo_texts, size_t nmemo, int64_t fence,
-                            int64_t committed, int *conflict, char *errstr, size_t es) {
+                            int64_t committed, int64_t wm, int *conflict, char *errstr,
+                            size_t es) {
   lc_args_t a;
   fp_store_reply_t rep;
   fp_err_t err = FP_ERR_NOMEM;
   *conflict = 0;
-  if (args_init(&a, 8 + 2 * n + nmemo)) return FP_ERR_NOMEM;
+  if (args_init(&a, 10 + 2 * n + nmemo)) return FP_ERR_NOMEM;
   if (args_str(&a, "commit") || args_str(&a, s->prefix) || args_str(&a, source) ||
       args_num(&a, fence) || args_num(&a, committed) || args_num(&a, s->memo_ttl_ms) ||
-      args_num(&a, FP_LC_STATE_TTL_MS) || args_num(&a, (int64_t)n))
+      args_num(&a, FP_LC_STATE_TTL_MS) ||
+      (wm == INT64_MIN ? args_str(&a, "-") : args_num(&a, wm)) || args_num(&a, fp_now_ms()) ||
+      args_num(&a, (int64_t)n))
     goto out;
   for (size_t i = 0; i < n; i++)
     if (args_str(&a, keys[i]) || args_num(&a, versions[i]) || args_str(&a, states[i]) ||
@@ -203,6 +211,18 @@ fp_err_t fp_store_lc_commit(fp_store_t *s, const char *source, const char *const
   else if (rep.n >= 1 && rep.str[0] && !strcmp(rep.str[0], "conflict")) *conflict = 1;
   else err = fp_seterr(errstr, es, FP_ERR_FATAL, "store: lifecycle commit: malformed reply");
 out:
+  args_free(&a);
+  return err;
+}
+
+fp_err_t fp_store_lc_register(fp_store_t *s, const char *source, char *errstr, size_t es) {
+  lc_args_t a;
+  fp_store_reply_t rep;
+  fp_err_t err = FP_ERR_NOMEM;
+  if (args_init(&a, 2)) return FP_ERR_NOMEM;
+  if (!args_str(&a, "register") && !args_str(&a, s->prefix) && !args_str(&a, source) &&
+      !args_num(&a, fp_now_ms()) && !args_num(&a, FP_LC_STATE_TTL_MS))
+    err = run(s, &a, &rep, errstr, es);
   args_free(&a);
   return err;
 }

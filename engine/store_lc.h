@@ -19,8 +19,9 @@ typedef struct fp_lc_due_s {
 
 /**
  * Loads the state of @p n lifecycle keys and the lifecycle fence of @p source, and (when
- * @p due_by is not INT64_MIN) up to @p max_due other open incidents due at or before
- * @p due_by, in the same round trip.
+ * @p wm, the source's watermark, is not INT64_MIN) the low watermark over every source that
+ * moved in the last minute and up to @p max_due other open incidents due by it, in the same
+ * round trip.
  * @param states_out receives malloc'd JSON texts (NULL where no state exists); the caller
  *        frees them.
  * @param versions_out receives each key's version (0 where none).
@@ -28,8 +29,8 @@ typedef struct fp_lc_due_s {
  *        array with fp_store_lc_due_free).
  */
 fp_err_t fp_store_lc_load(fp_store_t *s, const char *source, const char *const *keys, size_t n,
-                          int64_t due_by, size_t max_due, char **states_out,
-                          int64_t *versions_out, int64_t *fence_out, fp_lc_due_t **due_out,
+                          int64_t wm, size_t max_due, char **states_out, int64_t *versions_out,
+                          int64_t *fence_out, int64_t *low_wm_out, fp_lc_due_t **due_out,
                           size_t *ndue_out, char *errstr, size_t errstr_size);
 void fp_store_lc_due_free(fp_lc_due_t *due, size_t n);
 
@@ -41,12 +42,21 @@ fp_err_t fp_store_lc_memo(fp_store_t *s, const char *source, const int64_t *offs
  * Atomically: if any key's version differs from @p versions, changes nothing and sets
  * *conflict; otherwise writes the new states (version + 1), records the memo entries,
  * moves the lifecycle fence of @p source to @p fence, drops memo entries below
- * @p committed, and keeps the index of open incidents (due time per key, -1 = closed).
+ * @p committed, keeps the index of open incidents (due time per key, -1 = closed), and
+ * records @p wm as the source's watermark (INT64_MIN: leave it).
  */
 fp_err_t fp_store_lc_commit(fp_store_t *s, const char *source, const char *const *keys,
                             const int64_t *versions, const char *const *states,
                             const int64_t *due_ms, size_t n, const int64_t *memo_offsets,
                             const char *const *memo_texts, size_t nmemo, int64_t fence,
-                            int64_t committed, int *conflict, char *errstr, size_t errstr_size);
+                            int64_t committed, int64_t wm, int *conflict, char *errstr,
+                            size_t errstr_size);
+
+/**
+ * Says that @p source was just assigned to this engine: until it reports a watermark of its
+ * own (or stays idle for a minute) it holds back the low watermark that sweeps use, so an
+ * entity's incident is not resolved while one of its partitions has not been read yet.
+ */
+fp_err_t fp_store_lc_register(fp_store_t *s, const char *source, char *errstr, size_t errstr_size);
 
 #endif

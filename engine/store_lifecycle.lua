@@ -13,14 +13,24 @@ Key layout (P = prefix, S = source "topic:partition", K = "rule|entity"):
                   "_lo" = lowest offset that may still have a field
   P:lco           hash K -> due time (ms, event time) of an open incident: it resolves if
                   no signal arrives by then. Small: one field per open incident.
+  P:lcw           hash S -> "<watermark>:<wall ms>": each source's event-time watermark and
+                  when it last moved. Sweeps only resolve what is due by the LOW watermark,
+                  the minimum over the sources that moved in the last idle_ms (an entity whose
+                  mentions come from several partitions is quiet only when all of them say
+                  so; a source idle longer than idle_ms no longer holds the others back).
 
 Protocol (ARGV only, replies are arrays of strings):
-  load   P S due_by max n K1..Kn -> { fence or "-1", state1 or false, ..., stateN,
-                                    Kd1, stated1, Kd2, stated2, ... }  (state = "<v> <json>")
-                                 the Kd are up to `max` open incidents due at or before
-                                 due_by that are not among K1..Kn (sweeps); due_by "-" = none
+  load   P S wm now idle max n K1..Kn
+                                 -> { fence or "-1", low watermark or "-", state1 or false, ...,
+                                      stateN, Kd1, stated1, Kd2, stated2, ... }  (state = "<v> <json>")
+                                 wm is S's watermark ("-" = no sweeps); the Kd are up to `max`
+                                 open incidents due by the low watermark that are not among
+                                 K1..Kn (sweeps)
   memo   P S n O1..On            -> { text1 or false, ... }
-  commit P S fence committed memo_ttl state_ttl n (K v state due)*n m (O text)*m
+  register P S now state_ttl     -> { "ok" }  a source just assigned: it holds the low
+                                 watermark back (from its last known watermark, or from the
+                                 start of time) until it reports, or goes idle
+  commit P S fence committed memo_ttl state_ttl wm now n (K v state due)*n m (O text)*m
                                  -> { "ok" } or { "conflict", K }
 ]]
 
@@ -31,20 +41,31 @@ local P = ARGV[2]
 local function fint(x) return string.format('%d', x) end
 
 if op == 'load' then
-  local S, due_by, max, n = ARGV[3], ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
-  local res, asked = { call('GET', P .. ':lcf:' .. S) or '-1' }, {}
+  local S, wm, now, idle = ARGV[3], ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
+  local max, n = tonumber(ARGV[7]), tonumber(ARGV[8])
+  local res, asked = { call('GET', P .. ':lcf:' .. S) or '-1', '-' }, {}
   for i = 1, n do
-    local K = ARGV[6 + i]
+    local K = ARGV[8 + i]
     asked[K] = true
-    res[i + 1] = call('GET', P .. ':lc:' .. K)
+    res[i + 2] = call('GET', P .. ':lc:' .. K)
   end
-  if due_by ~= '-' and max > 0 then
-    local now, found = tonumber(due_by), 0
-    local all = call('HGETALL', P .. ':lco')
+  if wm ~= '-' and max > 0 then
+    -- the low watermark over the sources that moved recently (this one included)
+    local low = tonumber(wm)
+    local all = call('HGETALL', P .. ':lcw')
+    for i = 1, #all, 2 do
+      if all[i] ~= S then
+        local w, t = string.match(all[i + 1], '^(-?%d+):(%d+)$')
+        if w and now - tonumber(t) <= idle and tonumber(w) < low then low = tonumber(w) end
+      end
+    end
+    res[2] = fint(low)
+    local found = 0
+    all = call('HGETALL', P .. ':lco')
     for i = 1, #all, 2 do
       if found >= max then break end
       local K = all[i]
-      if not asked[K] and tonumber(all[i + 1]) <= now then
+      if not asked[K] and tonumber(all[i + 1]) <= low then
         local st = call('GET', P .. ':lc:' .. K)
         if st then
           res[#res + 1] = K
@@ -70,8 +91,9 @@ if op == 'commit' then
   local S = ARGV[3]
   local fence, committed = tonumber(ARGV[4]), tonumber(ARGV[5])
   local memo_ttl, state_ttl = tonumber(ARGV[6]), tonumber(ARGV[7])
-  local n = tonumber(ARGV[8])
-  local base = 8
+  local wm, now = ARGV[8], ARGV[9]
+  local n = tonumber(ARGV[10])
+  local base = 10
   -- check every version first: all or nothing
   for i = 0, n - 1 do
     local K, v = ARGV[base + 1 + i * 4], tonumber(ARGV[base + 2 + i * 4])
@@ -108,6 +130,19 @@ if op == 'commit' then
   local cur = tonumber(call('GET', fkey) or '-1')
   if fence > cur then cur = fence end
   call('SET', fkey, fint(cur), 'PX', fint(state_ttl))
+  if wm ~= '-' then
+    call('HSET', P .. ':lcw', S, wm .. ':' .. now)
+    call('PEXPIRE', P .. ':lcw', fint(state_ttl))
+  end
+  return { 'ok' }
+end
+
+if op == 'register' then
+  local S, now, ttl = ARGV[3], ARGV[4], ARGV[5]
+  local cur = call('HGET', P .. ':lcw', S)
+  local w = cur and string.match(cur, '^(-?%d+):') or '0'
+  call('HSET', P .. ':lcw', S, w .. ':' .. now)
+  call('PEXPIRE', P .. ':lcw', ttl)
   return { 'ok' }
 end
 

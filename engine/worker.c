@@ -19,6 +19,7 @@
 #include "engine_int.h"
 #include "log.h"
 #include "pipeline.h"
+#include "store_lc.h"
 #include "util.h"
 
 typedef struct fp_batch_s {
@@ -90,6 +91,28 @@ void fp_worker_push(fp_worker_t *w, fp_part_t *p, rd_kafka_message_t *m) {
   pthread_mutex_unlock(&w->mu);
 }
 
+void fp_worker_wake_register(fp_worker_t *w) {
+  pthread_mutex_lock(&w->mu);
+  atomic_store(&w->register_pending, 1);
+  pthread_cond_signal(&w->cv);
+  pthread_mutex_unlock(&w->mu);
+}
+
+/* Registers our newly assigned partitions' sources (see fp_store_lc_register). */
+static void register_parts(fp_worker_t *w) {
+  fp_engine_t *e = w->e;
+  char errbuf[256];
+  if (!atomic_exchange(&w->register_pending, 0)) return;
+  pthread_mutex_lock(&e->parts_mu);
+  for (fp_part_t *p = e->parts; p; p = p->next) {
+    if (p->worker != w->idx || !atomic_exchange(&p->needs_register, 0)) continue;
+    if (fp_store_lc_register(fp_pipeline_store(w->pipeline), p->source, errbuf, sizeof(errbuf)) != FP_OK)
+      fp_log_once(FP_LOG_WARN, "incidents", "registering %s failed: %s (sweeps may resolve early)",
+                  p->source, errbuf);
+  }
+  pthread_mutex_unlock(&e->parts_mu);
+}
+
 size_t fp_worker_qlen(fp_worker_t *w) {
   size_t n;
   pthread_mutex_lock(&w->mu);
@@ -135,7 +158,9 @@ static fp_err_t produce_one(fp_worker_t *w, fp_ack_t *ack, const char *topic, co
     ack->pending--;
     pthread_mutex_unlock(&ack->mu);
     if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL || atomic_load(&e->fatal)) {
-      fp_log(FP_LOG_ERROR, "engine", "produce to %s failed: %s", topic, rd_kafka_err2str(err));
+      /* the caller pauses, logs the outage once and retries: say the cause once too */
+      fp_log_once(FP_LOG_ERROR, "engine", "produce to %s failed: %s (retrying; logged once)", topic,
+                  rd_kafka_err2str(err));
       if (hdrs) rd_kafka_headers_destroy(hdrs);
       return FP_ERR_KAFKA;
     }
@@ -319,7 +344,12 @@ static void *worker_main(void *arg) {
   for (;;) {
     size_t n = 0;
     pthread_mutex_lock(&w->mu);
-    while (!w->head && !w->stopping) pthread_cond_wait(&w->cv, &w->mu);
+    while (!w->head && !w->stopping && !atomic_load(&w->register_pending)) pthread_cond_wait(&w->cv, &w->mu);
+    if (atomic_load(&w->register_pending)) {
+      pthread_mutex_unlock(&w->mu);
+      register_parts(w);
+      continue;
+    }
     if (!w->head && w->stopping) {
       pthread_mutex_unlock(&w->mu);
       break;

@@ -1,10 +1,12 @@
 -- brand.negative-surge: negative mentions of a brand spike against their own weekly baseline,
--- and enough distinct people are behind them to be a real crowd.
+-- and enough distinct people are behind them - behind the excess too (v.surge_guard) - to be a
+-- real crowd. The baseline must hold at
+-- least 2 hours of history (v.warm) before the rule judges: a young baseline looks empty.
 local v = require "virality"
 
 return fp.rule {
   id = "brand.negative-surge",
-  version = 1,
+  version = 2,
   description = "Negative mentions of a brand well above their baseline",
   owner = "comms-oncall",
   key = "brand",
@@ -13,11 +15,15 @@ return fp.rule {
     recent  = fp.count    { size = "10m", step = "1m" },
     base    = fp.baseline { size = "7d",  step = "10m" },
     authors = fp.distinct { size = "10m", step = "1m", of = "author.id" },
+    seen    = fp.distinct { size = "7d",  step = "1h", of = v.history_step("10m") },
   },
   severity = function(w, m)
     if w.recent.value < 10 then return nil end             -- too few to mean anything
-    local z = v.zscore(w.recent.value, w.recent.size_ms, w.base, 2)
+    local base = v.warm(w.base, w.seen.value, 12)          -- 12 steps: 2 hours of history
+    if not base then return nil end
+    local z = v.zscore(w.recent.value, w.recent.size_ms, base, 2)
     local sev = v.ladder(z, { sev4 = 3, sev3 = 5, sev2 = 8, sev1 = 12 })
+    sev = v.surge_guard(sev, w.authors.value, w.recent.value, base.mean * w.recent.size_ms / base.step_ms)
     return v.author_guard(sev, w.authors.value, w.recent.value)
   end,
   resolve_after = "30m",

@@ -98,6 +98,50 @@ function M.author_guard(sev, authors, volume, opts)
   return sev
 end
 
+-- history_step(step): an `of` function for a DISTINCT window that counts the baseline steps
+--   in which the entity was seen (the member is the step index of the mention's event time):
+--     seen = fp.distinct { size = "7d", step = "1h", of = v.history_step("10m") }
+--   Pair it with a BASELINE window of the same size and step, and read it with warm().
+function M.history_step(step)
+  local ms = fp.duration(step)
+  return function(m) return m.created_at_ms // ms end
+end
+
+-- warm(base, seen, min_steps)
+--   A BASELINE window averages over all of its n = size/step steps, also those before the
+--   entity was first seen: a young baseline looks nearly empty and every mention a spike.
+--   `seen` (history_step window) counts the steps with mentions, the current one included, so
+--   h = min(seen - 1, n) earlier steps hold history. Returns nil while h < min_steps (default
+--   12: not enough history to judge), else the baseline rescaled to those h steps:
+--     mean' = mean * n / h;  var' = q / h - mean'^2  with  q = n * (stddev^2 + mean^2)
+--   (the sum of squares over the n steps). Quiet steps inside the history count as missing,
+--   which errs towards a higher baseline (fewer alerts). seen == 0 cannot come from the engine
+--   (the current mention is always counted): it means no history was read, e.g. window values
+--   set by hand in a test, and the baseline is used as it is.
+function M.warm(base, seen, min_steps)
+  if not seen or seen == 0 then return base end
+  local n = base.size_ms / base.step_ms
+  local h = min(seen - 1, n)
+  if h < (min_steps or 12) then return nil end
+  local mean = base.mean * n / h
+  local q = n * (base.stddev * base.stddev + base.mean * base.mean)
+  local var = q / h - mean * mean
+  return { value = base.value, mean = mean, stddev = sqrt(max(var, 0)), step_ms = base.step_ms,
+           size_ms = base.size_ms, history_steps = h }
+end
+
+-- surge_guard(sev, authors, volume, expected, opts)
+--   author_guard applied to the surge alone: the mentions above the expected count must come
+--   from new people. A bot ring joining ordinary traffic keeps the overall author ratio high
+--   (the usual crowd is still there), so the ratio is taken over the excess:
+--     surge = volume - expected,  crowd = authors - expected
+--   (at most one distinct author per expected mention, so crowd is a lower bound of the
+--   authors behind the surge), then author_guard(sev, crowd, surge, opts).
+function M.surge_guard(sev, authors, volume, expected, opts)
+  local e = max(expected or 0, 0)
+  return M.author_guard(sev, max(authors - e, 0), max(volume - e, 0), opts)
+end
+
 -- Crisis vocabulary: case-insensitive, word-boundary phrase matcher (C-backed).
 M.crisis_terms = {
   "recall", "recalled", "lawsuit", "sued", "class action", "boycott", "food poisoning",

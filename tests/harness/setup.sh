@@ -18,7 +18,7 @@ for arg in "$@"; do
 	*) printf 'setup.sh: unknown option %s (usage: setup.sh [--no-kafka])\n' "$arg" >&2; exit 2 ;;
 	esac
 done
-PACKAGES=(build-essential cmake ninja-build pkg-config librdkafka-dev liblua5.4-dev lua5.4
+PACKAGES=(build-essential cmake ninja-build pkg-config librdkafka-dev liblua5.4-dev lua5.4 chromium
 	libjansson-dev libhiredis-dev libmicrohttpd-dev zlib1g-dev redis-server kcat clang
 	libclang-rt-14-dev openjdk-17-jre-headless maven python3)
 

@@ -65,16 +65,26 @@ static void test_sweep_resolves(void) {
     fx_apply(st, "in:2", &b, FX_T0 + 29 * FX_MIN, &out, &replayed);
     FPT_CHECK_EQ_INT(out.n, 0);
   }
-  /* 45 min: the silent incident is due (at 30 min) and resolves, dated at its due time */
+  /* 45 min on in:2: due (at 30 min) for in:2, but in:1 is still at minute 0 and active, and
+   * the entity could yet get mentions there: the low watermark holds the sweep back */
   {
     static const int m3[] = {45};
     static const fp_sev_t s3[] = {FP_SEV_NONE};
     fx_batch(&b, "other", 501, 1, m3, s3);
     fx_apply(st, "in:2", &b, FX_T0 + 45 * FX_MIN, &out, &replayed);
+    FPT_CHECK_EQ_INT(out.n, 0);
+  }
+  /* in:1 moves on to 46 min: the low watermark is 45 min and the incident resolves, dated at
+   * its due time */
+  {
+    static const int m3[] = {46};
+    static const fp_sev_t s3[] = {FP_SEV_NONE};
+    fx_batch(&b, "third", 11, 1, m3, s3);
+    fx_apply(st, "in:1", &b, FX_T0 + 46 * FX_MIN, &out, &replayed);
     FPT_CHECK_EQ_INT(fx_count_status(&out, "resolved"), 1);
     FPT_CHECK_EQ_INT(fx_count_status(&out, "postmortem"), 1);
     for (size_t i = 0; i < out.n; i++) {
-      FPT_CHECK_EQ_INT(out.recs[i].offset, 501);
+      FPT_CHECK_EQ_INT(out.recs[i].offset, 11);
       FPT_CHECK(strstr(out.recs[i].payload, "\"event_time\":\"2026-11-25T10:30:00.000Z\"") != NULL,
                 "resolution dated at the due time: %s", out.recs[i].payload);
     }

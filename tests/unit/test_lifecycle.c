@@ -20,6 +20,8 @@ static void setup_rule(void) {
   rule.nwindows = 1;
   rule.windows[0].name = "recent";
   rule.windows[0].spec.kind = FP_WIN_COUNT;
+  rule.windows[0].spec.size_ms = 10 * MIN;
+  rule.windows[0].spec.step_ms = MIN;
   rule.resolve_after_ms = 30 * MIN;
   rule.respond = "acknowledge publicly";
 }
@@ -87,7 +89,10 @@ static void test_growing_crisis(void) {
   FPT_CHECK_EQ_INT(json_integer_value(json_object_get(sum, "duration_ms")), 34 * MIN);
   FPT_CHECK_EQ_STR(json_string_value(json_object_get(json_array_get(ev, 3), "event_time")),
                    "2026-11-25T10:35:00.000Z");
-  FPT_CHECK_EQ_INT(json_integer_value(json_object_get(sum, "time_to_detect_ms")), 0);
+  /* the streak began with the (signal-less) mention at minute 0: detected one minute later */
+  FPT_CHECK_EQ_INT(json_integer_value(json_object_get(sum, "time_to_detect_ms")), MIN);
+  FPT_CHECK_EQ_STR(json_string_value(json_object_get(json_array_get(ev, 0), "first_mention_at")),
+                   "2026-11-25T10:00:00.000Z");
   FPT_CHECK_EQ_STR(json_string_value(json_object_get(sum, "peak_severity")), "sev1");
   FPT_CHECK_EQ_INT(json_integer_value(json_object_get(sum, "mentions")), 5);
   FPT_CHECK_EQ_INT(json_integer_value(json_object_get(sum, "reach")), 5040);

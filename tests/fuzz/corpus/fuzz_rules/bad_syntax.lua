@@ -1,0 +1,4 @@
+return fp.rule {
+  id = "x"
+  key = "brand",
+}

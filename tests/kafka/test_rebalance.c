@@ -1,0 +1,143 @@
+/*
+ * kafka tier: scale out and back in under load (cooperative-sticky rebalances).
+ *
+ * Engine A consumes an 8-partition topic while the test produces 100,000 mentions (and 100
+ * malformed messages) in paced chunks. A third of the way in, engine B joins the same
+ * group and must receive partitions; two thirds of the way in, B is stopped with SIGTERM
+ * (exit 0 within 10 s) and A takes its partitions back. Then a reference run (one instance,
+ * own group, Redis prefix and output topics) reads the same input topic.
+ *
+ * Checks: committed = end of every partition; core.count windows equal to the generator's
+ * model (nothing lost, nothing counted twice) and all window hashes equal to the
+ * reference's; incident events: no event id with two different payloads, and the set of
+ * event ids (with their bytes) equal to the reference's; duplicates (at-least-once) are
+ * counted and reported; every malformed message dead-lettered.
+ */
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "enginelib.h"
+
+#define NMENTIONS 100000
+#define NCHUNKS 50
+#define CHUNK (NMENTIONS / NCHUNKS)
+#define PACE_MS 300 /* between chunks: the stream lasts about 15 s */
+#define NPARTS 8
+#define NBRANDS 64
+#define T0 ((int64_t)1795600800000LL) /* 2026-11-25T10:00:00Z */
+#define STEP_MS 100
+/* no ALARM in the last 20,000 mentions (33 min of event time): every incident is due, and
+ * resolved, long before the input ends, whatever the timing of the engine's last runs */
+#define ALARM_UNTIL (NMENTIONS - 20000)
+
+static const char *const settings[] = {"workers=4", "consumer.session.timeout.ms=6000",
+                                       "consumer.heartbeat.interval.ms=500", NULL};
+
+static void compare_windows(const fpe_env_t *got, const fpe_env_t *want, const char *rule) {
+  size_t ng = 0, nw = 0;
+  char **g = fpe_windows_dump(got, rule, &ng), **w = fpe_windows_dump(want, rule, &nw);
+  char what[96];
+  snprintf(what, sizeof(what), "%s windows vs reference", rule);
+  if (g && w) {
+    FPT_CHECK(nw > 0, "reference has %s windows", rule);
+    fpe_lines_check_equal(g, ng, w, nw, what);
+  }
+  fpe_lines_free(g, ng);
+  fpe_lines_free(w, nw);
+}
+
+static void test_rebalance(void) {
+  fpe_env_t env, ref;
+  fpe_gen_count_t sent = {0, 0, 0};
+  int64_t end[NPARTS], total;
+  fpt_proc_t *a = NULL, *b = NULL;
+  int b_exit = -2;
+  int64_t b_term_ms = 0;
+
+  memset(&ref, 0, sizeof(ref));
+  if (fpe_env_init(&env, "rebal", "rules-core", NPARTS) != 0) goto out;
+  a = fpe_engine_start(&env, settings, NULL);
+  if (!FPT_CHECK(a != NULL, "engine A started")) goto out;
+  FPT_CHECK(fpe_wait_assigned(a, 30000), "engine A got partitions");
+
+  for (int c = 0; c < NCHUNKS; c++) {
+    fpe_gen_t g = {c * CHUNK, CHUNK, NBRANDS, T0, STEP_MS, 1000, ALARM_UNTIL};
+    int64_t next = fpt_now_ms() + PACE_MS;
+    if (!FPT_CHECK(fpe_produce(env.in, &g, &sent) == 0, "produce chunk %d", c)) goto out;
+    if (c == NCHUNKS / 3) {
+      b = fpe_engine_start(&env, settings, NULL);
+      FPT_CHECK(b != NULL, "engine B started");
+      fpt_note("engine B joins after %" PRId64 " mentions", sent.valid);
+    }
+    if (c == 2 * NCHUNKS / 3 && b) {
+      FPT_CHECK(fpe_log_assigned(b), "engine B received partitions before it leaves");
+      FPT_CHECK_EQ_INT(fpt_proc_signal(b, SIGTERM), 0);
+      b_term_ms = fpt_now_ms();
+      fpt_note("engine B leaves (SIGTERM) after %" PRId64 " mentions", sent.valid);
+    }
+    if (b_term_ms && b_exit == -2 && !fpt_proc_running(b)) {
+      b_exit = fpt_proc_wait(b, 0);
+      FPT_CHECK(fpt_now_ms() - b_term_ms <= 10000, "engine B exited %" PRId64 " ms after SIGTERM",
+                fpt_now_ms() - b_term_ms);
+    }
+    while (fpt_now_ms() < next) usleep(10000); /* pacing the producer, not a correctness wait */
+  }
+  if (b && b_exit == -2) {
+    int64_t left = 10000 - (fpt_now_ms() - b_term_ms);
+    b_exit = fpt_proc_wait(b, left > 0 ? (int)left : 0);
+  }
+  FPT_CHECK_EQ_INT(b_exit, 0);
+
+  total = fpe_end_offsets(&env, end);
+  FPT_CHECK_EQ_INT(total, sent.valid + sent.bad);
+  int caught_up = fpe_wait_committed(&env, end, a, 90000);
+  FPT_CHECK(caught_up, "committed offsets reached the end of every partition");
+  FPT_CHECK_EQ_INT(fpt_proc_signal(a, SIGTERM), 0);
+  FPT_CHECK_EQ_INT(fpt_proc_wait(a, 10000), 0);
+  if (!caught_up) {
+    fpt_proc_dump_log(a, 60);
+    if (b) fpt_proc_dump_log(b, 30);
+  }
+
+  /* the reference: one instance, no rebalance, same input */
+  if (fpe_env_init_sibling(&ref, &env, "rebal-ref") != 0) goto out;
+  if (fpe_run_to_end(&ref, settings, 90000) != 0) goto out;
+
+  FPT_CHECK_EQ_INT(fpe_windows_sum(&env, "core.count"), sent.valid);
+  compare_windows(&env, &ref, "core.count");
+  compare_windows(&env, &ref, "core.alarm");
+  compare_windows(&env, &ref, "core.resolve");
+  {
+    fpe_events_t *got = fpe_events_read(env.out), *want = fpe_events_read(ref.out);
+    if (FPT_CHECK(got && want, "read both incident topics")) {
+      fpe_events_check_equal(got, want);
+      FPT_CHECK(want->n > 0, "the reference has incidents");
+      FPT_CHECK(fpe_events_count_status(want, "resolved") > 0, "the reference has resolutions (%zu)",
+                fpe_events_count_status(want, "resolved"));
+      FPT_CHECK_EQ_INT(fpe_events_count_rule(got, "order.violation"), 0);
+      fpt_note("incidents: %zu distinct in %zu records (%zu byte-identical duplicates); reference %zu",
+               got->n, got->records, got->records - got->n - got->bad, want->n);
+    }
+    fpe_events_free(got);
+    fpe_events_free(want);
+  }
+  {
+    int64_t records = 0;
+    FPT_CHECK_EQ_INT(fpe_dlq_distinct(env.dlq, &records), sent.bad);
+    fpt_note("dead letters: %" PRId64 " records for %" PRId64 " malformed messages", records, sent.bad);
+  }
+out:
+  fpt_proc_free(b);
+  fpt_proc_free(a);
+  fpe_env_cleanup(&ref);
+  fpe_env_cleanup(&env);
+}
+
+int main(void) {
+  fpt_run("a second instance joins and leaves under load: nothing lost, same incidents", test_rebalance);
+  return fpt_done();
+}
