@@ -313,6 +313,7 @@ fp_err_t fp_conf_load_env(fp_conf_t *c, char *const *envp, char *errstr, size_t 
       }
     }
     key[k] = '\0';
+    if (!strcmp(key, "config.file")) continue; /* FLASHPOINT_CONFIG_FILE names the file itself */
     /* FLASHPOINT_REDIS__HOST and FLASHPOINT_REDIS_HOST both mean redis.host; a key whose
      * own name has an underscore cannot be set from the environment (none has). */
     if ((err = fp_conf_set(c, key, eq + 1, sub, sizeof(sub))) != FP_OK)

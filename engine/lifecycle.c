@@ -191,20 +191,20 @@ int fp_lc_step(fp_lc_state_t *st, const fp_lc_params_t *p, const fp_lc_signal_t 
   fp_sev_t s = sig->sev, prev = st->severity;
 
   if (!sig->mention) return n; /* a sweep */
-  if (!st->open) {
-    /* remember where the current streak of the rule's mentions began: when a crisis opens,
-     * that is its first mention, and detection time is measured from it */
-    int64_t gap = sig->rule->nwindows ? sig->rule->windows[0].spec.size_ms : sig->rule->resolve_after_ms;
-    if (!st->seen_last_ms || t - st->seen_last_ms > gap || t < st->seen_first_ms) st->seen_first_ms = t;
-    if (t > st->seen_last_ms) st->seen_last_ms = t;
-  }
+  /* remember where the current streak of the rule's mentions began (the first window was
+   * empty before it): when a crisis opens, that is its first mention, and detection time is
+   * measured from it */
+  if (!st->open && sig->window_was_empty) st->seen_first_ms = t;
   if (s == FP_SEV_NONE) return n; /* no signal */
 
   if (!st->open && !(st->resolved_ms && t - st->resolved_ms <= p->grace_ms)) {
     /* a new crisis: fresh identity and evidence */
     uint64_t h = FP_FNV_INIT;
     char tbuf[24];
+    /* the crisis began with its streak, but no earlier than the window that detected it */
+    int64_t span = sig->rule->nwindows ? sig->rule->windows[0].spec.size_ms : 0;
     int64_t streak = st->seen_first_ms && st->seen_first_ms <= t ? st->seen_first_ms : t;
+    if (span && streak < t - span) streak = t - span;
     memset(st, 0, sizeof(*st));
     h = fp_fnv1a(h, sig->rule->id, strlen(sig->rule->id) + 1);
     h = fp_fnv1a(h, sig->entity, strlen(sig->entity) + 1);
@@ -230,7 +230,7 @@ int fp_lc_step(fp_lc_state_t *st, const fp_lc_params_t *p, const fp_lc_signal_t 
     st->lower_since_ms = 0;
     if (!reopen) st->opened_ms = t;
     st->resolved_ms = 0;
-    st->seen_first_ms = st->seen_last_ms = 0;
+    st->seen_first_ms = 0;
     return n + emit(st, sig, reopen ? "reopened" : "opened", FP_SEV_NONE, out);
   }
   st->last_signal_ms = t;
@@ -280,7 +280,7 @@ json_t *fp_lc_state_to_json(const fp_lc_state_t *st) {
                                         s->reason, (json_int_t)s->followers, s->sentiment,
                                         s->has_sentiment, (json_int_t)s->at_ms));
   }
-  return json_pack("{s:b,s:s,s:i,s:i,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:i,s:I,s:I,s:I,s:f,s:o,s:o,s:I,s:I}", "open",
+  return json_pack("{s:b,s:s,s:i,s:i,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:i,s:I,s:I,s:I,s:f,s:o,s:o,s:I}", "open",
                    st->open, "id", st->incident_id, "sev", (int)st->severity, "peak", (int)st->peak,
                    "first", (json_int_t)st->first_ms, "opened", (json_int_t)st->opened_ms, "sig",
                    (json_int_t)st->last_signal_ms, "since", (json_int_t)st->sev_since_ms, "lower",
@@ -288,7 +288,7 @@ json_t *fp_lc_state_to_json(const fp_lc_state_t *st) {
                    (json_int_t)st->last_ms, "lsev", (int)st->lower_sev, "seq",
                    (json_int_t)st->seq, "n", (json_int_t)st->mentions, "reach",
                    (json_int_t)st->reach, "peakv", st->peak_value, "tl", tl, "sm", sm, "sf",
-                   (json_int_t)st->seen_first_ms, "sl", (json_int_t)st->seen_last_ms);
+                   (json_int_t)st->seen_first_ms);
 }
 
 fp_err_t fp_lc_state_from_json(json_t *j, fp_lc_state_t *st) {
@@ -296,17 +296,17 @@ fp_err_t fp_lc_state_from_json(json_t *j, fp_lc_state_t *st) {
   int open = 0, sev = 0, peak = 0, lsev = 0;
   const char *id = "";
   json_int_t first = 0, opened = 0, sig = 0, since = 0, lower = 0, resolved = 0, last = 0, seq = 0,
-             n = 0, reach = 0, sf = 0, sl = 0;
+             n = 0, reach = 0, sf = 0;
   double peakv = 0;
   json_t *tl = NULL, *sm = NULL, *v;
   size_t i;
 
   memset(st, 0, sizeof(*st));
-  if (json_unpack_ex(j, &e, 0, "{s:b,s:s,s:i,s:i,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:i,s:I,s:I,s:I,s:F,s:o,s:o,s?I,s?I}",
+  if (json_unpack_ex(j, &e, 0, "{s:b,s:s,s:i,s:i,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:i,s:I,s:I,s:I,s:F,s:o,s:o,s?I}",
                      "open", &open, "id", &id, "sev", &sev, "peak", &peak, "first", &first,
                      "opened", &opened, "sig", &sig, "since", &since, "lower", &lower, "resolved",
                      &resolved, "last", &last, "lsev", &lsev, "seq", &seq, "n", &n, "reach", &reach,
-                     "peakv", &peakv, "tl", &tl, "sm", &sm, "sf", &sf, "sl", &sl) != 0 ||
+                     "peakv", &peakv, "tl", &tl, "sm", &sm, "sf", &sf) != 0 ||
       sev < 0 || sev > 4 || peak < 0 || peak > 4 || lsev < 0 || lsev > 4)
     return FP_ERR_SCHEMA;
   st->open = open;
@@ -318,7 +318,7 @@ fp_err_t fp_lc_state_from_json(json_t *j, fp_lc_state_t *st) {
   st->sev_since_ms = since, st->lower_since_ms = lower, st->resolved_ms = resolved;
   st->last_ms = last, st->seq = (uint32_t)seq, st->mentions = n, st->reach = reach;
   st->peak_value = peakv;
-  st->seen_first_ms = sf, st->seen_last_ms = sl;
+  st->seen_first_ms = sf;
   json_array_foreach(tl, i, v) {
     json_int_t at;
     const char *status;

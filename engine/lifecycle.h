@@ -33,9 +33,8 @@ typedef struct fp_lc_state_s {
   char incident_id[24];     /* 16 hex digits, stable for the whole incident */
   fp_sev_t severity, peak;
   int64_t first_ms;         /* event time of the first mention of the crisis (see seen_*) */
-  int64_t seen_first_ms;    /* while closed: first mention of the current streak of the
-                               rule's mentions (a gap longer than its first window ends it) */
-  int64_t seen_last_ms;     /* while closed: last mention the rule selected */
+  int64_t seen_first_ms;    /* while closed: the last time a mention found the rule's first
+                               window empty, i.e. where the current streak began */
   int64_t opened_ms, last_signal_ms, sev_since_ms, lower_since_ms, resolved_ms, last_ms;
   fp_sev_t lower_sev;
   uint32_t seq;             /* events emitted so far for this incident */
@@ -62,6 +61,7 @@ typedef struct fp_lc_signal_s {
   const char *entity;
   const fp_win_op_t *values;      /* the rule's window ops, in declaration order; may be NULL */
   size_t nvalues;
+  int window_was_empty;           /* the rule's first window held nothing before this mention */
   const fp_topk_entry_t *top;     /* top terms, may be NULL */
   size_t ntop;
 } fp_lc_signal_t;

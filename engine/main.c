@@ -70,8 +70,9 @@ static void usage(FILE *out) {
           "then -s key=value, each overriding the one before.\n"
           "Signals: SIGTERM/SIGINT stop gracefully (a second one exits at once); SIGHUP reloads\n"
           "the rules.\n"
+          "Operations: -s http.port=N serves /metrics, /healthz and /readyz (docs/operations.md).\n"
           "Exit codes: 0 clean stop, 1 runtime failure, 2 usage or configuration error,\n"
-          "3 invalid rules (check).\n",
+          "3 invalid rules (check); `test` exits 1 when a rule test fails; 130 a second stop signal.\n",
           FP_VERSION_STR);
 }
 

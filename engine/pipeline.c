@@ -127,6 +127,10 @@ fp_err_t fp_pipeline_reload(fp_pipeline_t *p, char *errstr, size_t es) {
   fp_rules_t *n = fp_rules_new(p->rules_dir, &p->limits, errstr, es);
   fp_rules_t *old = p->rules;
   if (!n) return FP_ERR_RULE_LOAD;
+  /* a reload gives quarantined rules a fresh start: readiness and the gauge follow */
+  for (size_t i = 0; p->metrics && i < fp_rules_count(old); i++)
+    if (fp_rules_info(old, i)->quarantined)
+      fp_metrics_rule_unquarantined(fp_metrics_rule(p->metrics, fp_rules_info(old, i)->id));
   p->rules = n;
   if (bind_rule_metrics(p) != FP_OK) {
     p->rules = old;
@@ -266,6 +270,13 @@ fp_err_t fp_pipeline_run(fp_pipeline_t *p, const char *source, int64_t *watermar
       out->rule_errors++;
       continue;
     }
+    /* A mention without a signal matters to the lifecycle only when it starts a streak (the
+     * rule's first window was empty before it): an open incident resolves by sweeps, dated
+     * at its due time, whoever finds it. Skipping the rest keeps the lifecycle's round trips
+     * about incidents, not about every mention. */
+    const fp_win_op_t *w0 = hit->op_count ? &p->ops.ops[hit->op_first] : NULL;
+    int was_empty = !w0 || w0->out.value <= (w0->amount > 1 ? w0->amount : 1);
+    if (sev == FP_SEV_NONE && !was_empty) continue;
     fp_inc_signal_t *s = &p->sigs[nsig++];
     memset(s, 0, sizeof(*s));
     s->offset = in[mi].offset;
@@ -276,6 +287,7 @@ fp_err_t fp_pipeline_run(fp_pipeline_t *p, const char *source, int64_t *watermar
     s->sig.entity = hit->entity;
     s->sig.values = p->ops.ops + hit->op_first;
     s->sig.nvalues = hit->op_count;
+    s->sig.window_was_empty = was_empty;
   }
   out->rule_errors += nerrors;
 

@@ -54,6 +54,7 @@ typedef struct rule_s {
   int val_ref[FP_RULE_MAX_WINDOWS];  /* real (host-side) value table of each window */
   unsigned consecutive;
   uint64_t failures;
+  fp_sandbox_label_t label;      /* for the watchdog: id, file, hash (borrowed from info) */
 } rule_t;
 
 struct fp_rules_s {
@@ -62,6 +63,7 @@ struct fp_rules_s {
   size_t n;
   fp_rules_limits_t lim;
   int tag;         /* 1..MREF_TAGS: stamped on this set's mention handles */
+  char *strikes_dir; /* owned copy of lim.strikes_dir, or NULL */
 };
 
 /*
@@ -1362,6 +1364,25 @@ static fp_err_t load_file(fp_rules_t *rs, rule_t *r, const char *path, char *err
   snprintf(r->info.hash, sizeof r->info.hash, "%016llx", (unsigned long long)h);
   r->info.file = strdup(path);
   snprintf(chunk, sizeof chunk, "@%s", path);
+  if (rs->strikes_dir) { /* this very file hung while loading, again and again */
+    const char *base = strrchr(path, '/');
+    char key[300];
+    base = base ? base + 1 : path;
+    if (strlen(base) > sizeof key - 6) base += strlen(base) - (sizeof key - 6);
+    memcpy(key, "load-", 5);
+    memcpy(key + 5, base, strlen(base) + 1);
+    unsigned n = fp_sandbox_strikes(rs->strikes_dir, key, r->info.hash);
+    if (n >= rs->lim.strikes_quarantine) {
+      free(src);
+      return fp_seterr(errstr, errstr_size, FP_ERR_RULE_LOAD,
+                       "%s:1: the watchdog stopped this file %u times while it loaded; fix it "
+                       "(a changed file starts again from 0 strikes)", path, n);
+    }
+  }
+  r->label.rule_id = NULL; /* not known until the file has run */
+  r->label.file = r->info.file;
+  r->label.hash = r->info.hash;
+  fp_sandbox_set_label(rs->sb, &r->label);
 
   fp_sandbox_push_env(rs->sb);
   err = fp_sandbox_load(rs->sb, src, len, chunk, msg, sizeof msg);
@@ -1389,6 +1410,16 @@ static fp_err_t load_file(fp_rules_t *rs, rule_t *r, const char *path, char *err
   err = fp_sandbox_cpcall(rs->sb, extract_rule, &x, 1, 0, msg, sizeof msg);
   if (err || !x.ok)
     return fp_seterr(errstr, errstr_size, FP_ERR_RULE_LOAD, "%s:%d: %s", path, r->line, msg);
+  r->label.rule_id = r->info.id;
+  if (rs->strikes_dir) {
+    unsigned n = fp_sandbox_strikes(rs->strikes_dir, r->info.id, r->info.hash);
+    if (n >= rs->lim.strikes_quarantine) {
+      r->info.quarantined = 1;
+      fp_log(FP_LOG_WARN, "rules", "rule %s (%s) quarantined: the watchdog stopped it %u times "
+             "(strikes in %s); fix the rule (a changed file starts again from 0 strikes)",
+             r->info.id, path, n, rs->strikes_dir);
+    }
+  }
   return FP_OK;
 }
 
@@ -1416,6 +1447,11 @@ fp_rules_t *fp_rules_new(const char *dir, const fp_rules_limits_t *limits, char 
   rs->lim.instructions = limits && limits->instructions ? limits->instructions : 1000000;
   rs->lim.deadline_ms = limits && limits->deadline_ms > 0 ? limits->deadline_ms : 250;
   rs->lim.quarantine_after = limits && limits->quarantine_after ? limits->quarantine_after : 5;
+  rs->lim.strikes_quarantine = limits && limits->strikes_quarantine ? limits->strikes_quarantine : 3;
+  if (limits && limits->strikes_dir && *limits->strikes_dir &&
+      !(rs->strikes_dir = strdup(limits->strikes_dir)))
+    goto nomem;
+  rs->lim.strikes_dir = rs->strikes_dir;
 
   if (!(d = opendir(dir))) {
     fp_seterr(errstr, errstr_size, FP_ERR_RULE_LOAD, "%s:1: cannot open rules directory: %s",
@@ -1483,6 +1519,7 @@ void fp_rules_destroy(fp_rules_t *rs) {
   for (size_t i = 0; i < rs->n; i++) rule_free(&rs->rules[i]);
   free(rs->rules);
   fp_sandbox_destroy(rs->sb);
+  free(rs->strikes_dir);
   free(rs);
 }
 
@@ -1682,6 +1719,7 @@ fp_err_t fp_rules_select(fp_rules_t *rs, const fp_mention_t *m, int64_t offset,
     rule_t *r = &rs->rules[i];
     fp_err_t e;
     if (r->info.quarantined) continue;
+    fp_sandbox_set_label(rs->sb, &r->label);
     if (r->when_ref != LUA_NOREF) {
       if ((e = call_m(rs, r->when_ref, mref, msg, sizeof msg))) goto fail;
       int yes = lua_toboolean(L, -1);
@@ -1766,6 +1804,7 @@ fp_err_t fp_rules_severity(fp_rules_t *rs, int mref, const fp_rule_hit_t *hit,
     }
     lua_pop(L, 1);
   }
+  fp_sandbox_set_label(rs->sb, &r->label);
   lua_rawgeti(L, LUA_REGISTRYINDEX, r->sev_ref);
   lua_rawgeti(L, LUA_REGISTRYINDEX, r->w_ref);
   lua_rawgeti(L, LUA_REGISTRYINDEX, mref_ref(rs, mref)); /* nil for LUA_NOREF */

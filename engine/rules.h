@@ -54,6 +54,11 @@ typedef struct fp_rules_limits_s {
   uint64_t instructions;    /* per call of a rule function (default 1e6) */
   int64_t deadline_ms;      /* wall-clock deadline per call (default 250 ms) */
   unsigned quarantine_after;/* consecutive failures before a rule is quarantined (default 5) */
+  /* Watchdog strikes (sandbox.h, fp_sandbox_watchdog_start): a rule with at least
+   * strikes_quarantine strikes in strikes_dir is quarantined when the set loads, and a file
+   * that hung that often while loading fails the load. NULL/"" (default): not consulted. */
+  const char *strikes_dir;  /* borrowed for fp_rules_new (copied) */
+  unsigned strikes_quarantine; /* default 3 */
 } fp_rules_limits_t;
 
 typedef struct fp_rules_s fp_rules_t;

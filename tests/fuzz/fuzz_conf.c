@@ -99,9 +99,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     memcpy(buf, data, size);
     buf[size] = '\0';
     if (mode == 1) {
-      val = memchr(buf, '\0', size) ? buf + strlen(buf) + 1 : strchr(buf, '=');
-      if (val && val[-1] == '=') val[-1] = '\0';
-      if (!val) val = buf + size;
+      if (memchr(buf, '\0', size)) val = buf + strlen(buf) + 1;
+      else if ((val = strchr(buf, '='))) *val++ = '\0';
+      else val = buf + size;
       err[0] = '\0';
       rc = fp_conf_set(c, buf, val, err, sizeof err);
       check_rc(rc, err);

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -605,4 +606,50 @@ size_t fpe_events_count_status(const fpe_events_t *ev, const char *status) {
   for (size_t i = 0; ev && i < ev->n; i++)
     if (strstr(ev->payloads[i], needle)) n++;
   return n;
+}
+
+redisContext *fpe_monitor_start(void) {
+  redisContext *c = fpt_redis_connect();
+  redisReply *r;
+  if (!c) return NULL;
+  r = fpt_redis_cmd(c, "MONITOR");
+  if (!r || r->type != REDIS_REPLY_STATUS) {
+    FPT_FAIL("MONITOR refused");
+    freeReplyObject(r);
+    redisFree(c);
+    return NULL;
+  }
+  freeReplyObject(r);
+  return c;
+}
+
+int64_t fpe_monitor_count(redisContext *c, int duration_ms, const char *const *needles) {
+  int64_t stop = fpt_now_ms() + duration_ms, n = 0;
+  if (!c) return -1;
+  for (;;) {
+    void *reply = NULL;
+    /* drain what the reader already holds, then wait for more on the socket */
+    while (redisGetReplyFromReader(c, &reply) == REDIS_OK && reply) {
+      redisReply *r = reply;
+      int match = r->type == REDIS_REPLY_STATUS && r->str;
+      for (size_t i = 0; match && needles[i]; i++)
+        if (!strstr(r->str, needles[i])) match = 0;
+      if (match && n++ < 3) fpt_note("monitor: %.200s", r->str);
+      freeReplyObject(r);
+      reply = NULL;
+    }
+    int64_t left = stop - fpt_now_ms();
+    if (left <= 0) return n;
+    struct pollfd pfd = {c->fd, POLLIN, 0};
+    int pr = poll(&pfd, 1, (int)left);
+    if (pr < 0) return -1;
+    if (pr > 0 && redisBufferRead(c) != REDIS_OK) {
+      FPT_FAIL("MONITOR connection: %s", c->errstr);
+      return -1;
+    }
+  }
+}
+
+void fpe_monitor_stop(redisContext *c) {
+  if (c) redisFree(c);
 }

@@ -201,6 +201,22 @@ int64_t fpe_redis_evalsha_calls(void);
 /** Number of incident events whose rule id is @p rule_id in @p ev. */
 size_t fpe_events_count_rule(const fpe_events_t *ev, const char *rule_id);
 
+/**
+ * Starts watching every command Redis serves (MONITOR) on a new connection.
+ * @returns owned by the caller (fpe_monitor_stop); NULL on failure (recorded).
+ */
+redisContext *fpe_monitor_start(void);
+
+/**
+ * Reads the monitored commands for @p duration_ms and counts those that contain every one
+ * of the NULL-terminated @p needles (e.g. {"\"EVALSHA\"", "\"apply\"", prefix, NULL});
+ * the first few matches are printed as notes. @returns the count, or -1 on failure.
+ */
+int64_t fpe_monitor_count(redisContext *c, int duration_ms, const char *const *needles);
+
+/** Closes a MONITOR connection (NULL is fine). */
+void fpe_monitor_stop(redisContext *c);
+
 /** Number of incident events in @p ev whose status is @p status ("resolved"). */
 size_t fpe_events_count_status(const fpe_events_t *ev, const char *status);
 

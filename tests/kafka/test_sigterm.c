@@ -11,8 +11,11 @@
  *      nothing to replay, so the output topic has no duplicate at all and the windows are
  *      exact for the whole input; SIGTERM again exits 0;
  *   3. "restarting replays nothing": a third start with the same group and no new input
- *      gets its partitions, runs 3 s and makes no EVALSHA call on Redis (it evaluated
- *      nothing), leaves the windows and the output topic unchanged, and exits 0.
+ *      gets its partitions and runs 3 s while the test watches Redis (MONITOR): no window
+ *      update and no lifecycle load for its prefix (it evaluated nothing); the windows and
+ *      the output topic are unchanged. Then one new mention is produced: the monitor must see
+ *      its window update (the observation can see work), it is committed and counted once,
+ *      and SIGTERM exits 0.
  */
 #include <inttypes.h>
 #include <signal.h>
@@ -160,27 +163,43 @@ static void test_sigterm(void) {
   }
   FPT_CHECK_EQ_INT(fpe_dlq_distinct(env.dlq, NULL), sent.bad);
 
-  /* 3. restart with no new input: nothing is evaluated again */
-  int64_t calls0 = fpe_redis_evalsha_calls();
+  /* 3. restart with no new input: nothing is evaluated again. Watch Redis: a replay would
+   * run the window script ("apply") or load the lifecycle state ("load") for our prefix */
+  redisContext *mon = fpe_monitor_start();
   p = fpe_engine_start(&env, settings, NULL);
-  if (!FPT_CHECK(p != NULL, "engine 3 started")) goto out3;
-  FPT_CHECK(fpe_wait_assigned(p, 30000), "engine 3 got its partitions");
-  for (int64_t until = fpt_now_ms() + 3000; fpt_now_ms() < until && fpt_proc_running(p);)
-    usleep(50000); /* an observation period: nothing may happen in it */
-  FPT_CHECK(fpt_proc_running(p), "engine 3 kept running");
-  int64_t calls1 = fpe_redis_evalsha_calls();
-  FPT_CHECK(calls0 >= 0 && calls1 == calls0, "restart with nothing new made %" PRId64 " EVALSHA call(s)",
-            calls1 - calls0);
-  stop_clean(p, "engine 3");
-  FPT_CHECK_EQ_INT(fpe_committed(&env, c), total);
-  {
-    size_t n2 = 0;
-    char **win2 = fpe_windows_dump(&env, "core.alarm", &n2);
-    if (win && win2) fpe_lines_check_equal(win2, n2, win, nwin, "core.alarm windows after a restart with nothing new");
-    fpe_lines_free(win2, n2);
-    FPT_CHECK_EQ_INT(fpe_windows_sum(&env, "core.count"), sent.valid);
-    FPT_CHECK_EQ_INT(fpe_topic_count(env.out), out_records);
+  if (!FPT_CHECK(p != NULL && mon != NULL, "engine 3 and the Redis monitor started")) {
+    fpe_monitor_stop(mon);
+    goto out3;
   }
+  FPT_CHECK(fpe_wait_assigned(p, 30000), "engine 3 got its partitions");
+  {
+    const char *const applies[] = {"\"EVALSHA\"", "\"apply\"", env.prefix, NULL};
+    const char *const loads[] = {"\"EVALSHA\"", "\"load\"", env.prefix, NULL};
+    int64_t napply = fpe_monitor_count(mon, 3000, applies); /* an observation period */
+    int64_t nload = fpe_monitor_count(mon, 100, loads);
+    FPT_CHECK(napply == 0, "restart with nothing new applied windows %" PRId64 " time(s)", napply);
+    FPT_CHECK(nload == 0, "restart with nothing new loaded lifecycle state %" PRId64 " time(s)", nload);
+    FPT_CHECK_EQ_INT(fpe_committed(&env, c), total);
+    {
+      size_t n2 = 0;
+      char **win2 = fpe_windows_dump(&env, "core.alarm", &n2);
+      if (win && win2) fpe_lines_check_equal(win2, n2, win, nwin, "core.alarm windows after a restart with nothing new");
+      fpe_lines_free(win2, n2);
+      FPT_CHECK_EQ_INT(fpe_windows_sum(&env, "core.count"), sent.valid);
+      FPT_CHECK_EQ_INT(fpe_topic_count(env.out), out_records);
+    }
+    /* positive control: one new mention is seen by the monitor (and counted once) */
+    fpe_gen_t one = {NMENTIONS, 1, NBRANDS, T0, STEP_MS, 0, 0};
+    FPT_CHECK_EQ_INT(fpe_produce(env.in, &one, &sent), 0);
+    int64_t seen = fpe_monitor_count(mon, 4000, applies);
+    FPT_CHECK(seen >= 1, "the monitor saw the new mention's window update (%" PRId64 ")", seen);
+    fpe_end_offsets(&env, end);
+    FPT_CHECK(fpe_wait_committed(&env, end, p, 30000), "the new mention was committed");
+  }
+  fpe_monitor_stop(mon);
+  FPT_CHECK(fpt_proc_running(p), "engine 3 kept running");
+  stop_clean(p, "engine 3");
+  FPT_CHECK_EQ_INT(fpe_windows_sum(&env, "core.count"), sent.valid);
 out3:
   fpe_lines_free(win, nwin);
   fpe_events_free(ev);

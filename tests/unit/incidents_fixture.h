@@ -51,7 +51,7 @@ static void fx_batch(fx_batch_t *b, const char *entity, int64_t first_offset, si
     b->m[i].created_at_ms = FX_T0 + minutes[i] * FX_MIN;
     b->s[i].offset = first_offset + (int64_t)i;
     b->s[i].sig = (fp_lc_signal_t){sevs[i], b->m[i].created_at_ms, &b->m[i], &fx_rule, entity,
-                                   NULL, 0, NULL, 0};
+                                   NULL, 0, 0, NULL, 0};
   }
   b->n = n;
 }

@@ -44,7 +44,8 @@ static int step(fp_lc_state_t *st, int64_t minute, fp_sev_t sev, json_t *out, in
   m.has_sentiment = 1;
   m.created_at_ms = T0 + minute * MIN;
   op.out.value = (double)(sev * 10);
-  s = (fp_lc_signal_t){sev, m.created_at_ms, &m, &rule, "acme", &op, 1, NULL, 0};
+  s = (fp_lc_signal_t){sev, m.created_at_ms, &m, &rule, "acme", &op, 1, 0, NULL, 0};
+  s.window_was_empty = minute == 0; /* the streak starts with the first mention */
   return fp_lc_step(st, &params, &s, out);
 }
 
@@ -188,7 +189,7 @@ static void test_sweep_resolves_at_due_time(void) {
   step(&st, 0, FP_SEV3, ev, 1, -0.5);
   memcpy(&st2, &st, sizeof(st));
   /* a sweep before the due time does nothing; one after resolves at the due time */
-  sweep = (fp_lc_signal_t){FP_SEV_NONE, T0 + 10 * MIN, NULL, &rule, "acme", NULL, 0, NULL, 0};
+  sweep = (fp_lc_signal_t){FP_SEV_NONE, T0 + 10 * MIN, NULL, &rule, "acme", NULL, 0, 0, NULL, 0};
   FPT_CHECK_EQ_INT(fp_lc_step(&st, &params, &sweep, ev), 0);
   sweep.at_ms = T0 + 47 * MIN;
   FPT_CHECK_EQ_INT(fp_lc_step(&st, &params, &sweep, ev), 2);

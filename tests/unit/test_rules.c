@@ -223,7 +223,7 @@ static fp_err_t sev_of(fp_rules_t *rs, const char *text, fp_sev_t *sev, size_t *
 }
 
 static void t_quarantine(void) {
-  fp_rules_limits_t lim = {0, 0, 0, 3};
+  fp_rules_limits_t lim = {.quarantine_after = 3};
   fp_rules_t *rs = fp_rules_new(FIX "quarantine", &lim, msg, sizeof msg);
   if (!FPT_CHECK(rs != NULL, "quarantine: %s", msg)) return;
   fp_sev_t sev;

@@ -3,18 +3,22 @@
  * end with the right error code inside its budget, and must not change what other rules see.
  * The error code is the real check; elapsed time (< 5 s) is only a sanity guard.
  */
+#include <fcntl.h>
 #include <lauxlib.h>
 #include <lualib.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "rules.h"
 #include "sandbox.h"
 #include "testlib.h"
 #include "util.h"
 
-static fp_sandbox_limits_t lim = {32u * 1024 * 1024, 1000000, 1000};
+static fp_sandbox_limits_t lim = {.mem_bytes = 32u * 1024 * 1024, .instructions = 1000000, .deadline_ms = 1000};
 static char msg[512];
 static double elapsed_s;
 
@@ -86,7 +90,7 @@ static void t_coroutine(void) {
 }
 
 static void t_deadline(void) {
-  fp_sandbox_limits_t l = {32u * 1024 * 1024, (uint64_t)1 << 60, 100};
+  fp_sandbox_limits_t l = {.mem_bytes = 32u * 1024 * 1024, .instructions = (uint64_t)1 << 60, .deadline_ms = 100};
   fp_sandbox_t *sb = fp_sandbox_new(&l, NULL, NULL, 0);
   FPT_CHECK_EQ_INT(run_in(sb, "while true do end", NULL), FP_ERR_RULE_BUDGET);
   FPT_CHECK(strstr(msg, "deadline") != NULL, "message: %s", msg);
@@ -332,6 +336,159 @@ static void t_output_flood(void) {
   fp_rules_destroy(rs);
 }
 
+/*
+ * The watchdog (sandbox.h): a C call the hook cannot stop (tests/rules/fixtures/stuck: a
+ * pattern the guard lets through that runs ~20 s) must end the process with SIGABRT soon
+ * after the hard limit, log the rule and file at ERROR and record a strike; after 3 strikes
+ * the rule loads quarantined and the same mention passes. Each hang runs in a forked child.
+ */
+#define STUCK_DIR FP_SOURCE_DIR "/tests/rules/fixtures/stuck"
+
+typedef struct {
+  pid_t pid;
+  int status, done;
+} child_t;
+
+static int child_exited(void *arg) {
+  child_t *c = arg;
+  if (!c->done && waitpid(c->pid, &c->status, WNOHANG) == c->pid) c->done = 1;
+  return c->done;
+}
+
+static void stuck_child(const char *strikes, const char *log_path) {
+  char err[512];
+  int fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd >= 0) dup2(fd, 2);
+  fp_watchdog_conf_t wc = {.hard_ms = 300, .strikes_dir = strikes};
+  if (fp_sandbox_watchdog_start(&wc, err, sizeof err) != FP_OK) _exit(10);
+  fp_rules_limits_t rl = {.strikes_dir = strikes, .strikes_quarantine = 3};
+  fp_rules_t *rs = fp_rules_new(STUCK_DIR, &rl, err, sizeof err);
+  if (!rs) _exit(11);
+  fp_mention_t m;
+  mention(&m, "{\"id\":\"1\",\"brand\":\"acme\",\"text\":\"x\"}");
+  fp_rule_hit_t hits[2];
+  size_t nh;
+  fp_opvec_t ops = {0};
+  int mref;
+  unsigned ne;
+  fp_rules_select(rs, &m, 1, hits, 2, &nh, &ops, &mref, &ne);
+  _exit(0); /* the watchdog did not fire */
+}
+
+static void t_watchdog(void) {
+  char *strikes = fpt_tmpdir("strikes");
+  char log_path[600], err[512];
+  if (!strikes) return;
+  snprintf(log_path, sizeof log_path, "%s/child.log", strikes);
+  for (unsigned round = 1; round <= 3; round++) {
+    child_t c = {0, 0, 0};
+    int64_t t0 = fpt_now_ms();
+    fflush(NULL);
+    c.pid = fork();
+    if (c.pid == 0) stuck_child(strikes, log_path);
+    if (!FPT_CHECK(c.pid > 0, "fork")) break;
+    int ended = fpt_wait_until(child_exited, &c, 30000);
+    FPT_CHECK(ended, "round %u: the child is still stuck after 30 s", round);
+    if (!ended) {
+      kill(c.pid, SIGKILL);
+      waitpid(c.pid, &c.status, 0);
+      break;
+    }
+    FPT_CHECK(WIFSIGNALED(c.status) && WTERMSIG(c.status) == SIGABRT,
+              "round %u: child ended with status 0x%x, not SIGABRT", round, c.status);
+    int64_t took = fpt_now_ms() - t0;
+    FPT_CHECK(took < 10000, "round %u: abort after %lld ms (hard limit 300 ms)", round, (long long)took);
+    char *out = fpt_read_file(log_path, NULL);
+    FPT_CHECK(out && strstr(out, "ERROR") && strstr(out, "test.stuck") &&
+                  strstr(out, "fixtures/stuck/stuck.lua") && strstr(out, "hard limit"),
+              "round %u: the log names the rule and the file: %s", round, out ? out : "(none)");
+    free(out);
+    char hash[17] = "";
+    fp_rules_t *probe = fp_rules_new(STUCK_DIR, NULL, err, sizeof err);
+    if (FPT_CHECK(probe != NULL, "load: %s", err)) {
+      snprintf(hash, sizeof hash, "%s", fp_rules_info(probe, 0)->hash);
+      fp_rules_destroy(probe);
+    }
+    FPT_CHECK_EQ_INT(fp_sandbox_strikes(strikes, "test.stuck", hash), round);
+  }
+  /* three strikes: the rule loads quarantined and the mention passes at once */
+  fp_rules_limits_t rl = {.strikes_dir = strikes, .strikes_quarantine = 3};
+  fp_rules_t *rs = fp_rules_new(STUCK_DIR, &rl, err, sizeof err);
+  if (FPT_CHECK(rs != NULL, "load: %s", err)) {
+    FPT_CHECK_EQ_INT(fp_rules_info(rs, 0)->quarantined, 1);
+    fp_mention_t m;
+    mention(&m, "{\"id\":\"1\",\"brand\":\"acme\",\"text\":\"x\"}");
+    fp_rule_hit_t hits[2];
+    size_t nh = 9;
+    fp_opvec_t ops = {0};
+    int mref;
+    unsigned ne;
+    int64_t t0 = fpt_now_ms();
+    FPT_CHECK_EQ_INT(fp_rules_select(rs, &m, 1, hits, 2, &nh, &ops, &mref, &ne), FP_OK);
+    FPT_CHECK_EQ_INT(nh, 0);
+    FPT_CHECK(fpt_now_ms() - t0 < 1000, "a quarantined rule is not run");
+    fp_rules_release(rs, mref);
+    fp_opvec_free(&ops);
+    json_decref(m.doc);
+    fp_rules_destroy(rs);
+  }
+  /* without a strikes directory nothing is consulted: the rule is live */
+  rs = fp_rules_new(STUCK_DIR, NULL, err, sizeof err);
+  if (FPT_CHECK(rs != NULL, "load: %s", err)) {
+    FPT_CHECK_EQ_INT(fp_rules_info(rs, 0)->quarantined, 0);
+    fp_rules_destroy(rs);
+  }
+  /* start/stop in-process is clean (no call runs past the limit) */
+  fp_watchdog_conf_t wc = {.hard_ms = 300};
+  FPT_CHECK_EQ_INT(fp_sandbox_watchdog_start(&wc, err, sizeof err), FP_OK);
+  FPT_CHECK(truthy("local s = 0 for i = 1, 1000 do s = s + i end return s == 500500"), "runs under the watchdog");
+  fp_sandbox_watchdog_stop();
+  fp_sandbox_watchdog_stop(); /* idempotent */
+  free(strikes);
+}
+
+/* The mention table is a lazy, read-only view: reads, nesting, #, ipairs, pairs, derived
+ * fields; no writes; no use after the release. */
+static void t_mention_view(void) {
+  fp_sandbox_t *unused = NULL;
+  (void)unused;
+  fp_rules_t *rs = fp_rules_new(FP_SOURCE_DIR "/tests/rules/fixtures/view", NULL, msg, sizeof msg);
+  if (!FPT_CHECK(rs != NULL, "load view: %s", msg)) return;
+  fp_mention_t m;
+  mention(&m, "{\"id\":\"7\",\"brand\":\"acme\",\"text\":\"hi\",\"n\":null,"
+              "\"author\":{\"id\":\"u1\",\"followers\":12,\"verified\":true},"
+              "\"hashtags\":[\"a\",\"b\",\"c\"],\"deep\":{\"a\":{\"b\":{\"c\":{\"d\":{\"e\":{\"f\":{\"g\":{\"h\":1}}}}}}}}}");
+  m.has_sentiment = 1;
+  m.sentiment = -0.5;
+  fp_rule_hit_t hits[2];
+  size_t nh = 0;
+  fp_opvec_t ops = {0};
+  int mref;
+  unsigned ne = 0;
+  FPT_CHECK_EQ_INT(fp_rules_select(rs, &m, 77, hits, 2, &nh, &ops, &mref, &ne), FP_OK);
+  FPT_CHECK_EQ_INT(ne, 0);
+  FPT_CHECK_EQ_INT(nh, 1); /* `when` returns true only if every check in view.lua holds */
+  fp_sev_t s = FP_SEV_NONE;
+  if (nh) {
+    FPT_CHECK_EQ_INT(fp_rules_severity(rs, mref, &hits[0], ops.ops, &s, msg, sizeof msg), FP_OK);
+    FPT_CHECK_EQ_INT(s, FP_SEV4); /* severity(w, m) sees the same view */
+  }
+  fp_rules_release(rs, mref);
+  /* after the release the rule's kept reference fails cleanly (the document is gone) */
+  json_decref(m.doc);
+  mention(&m, "{\"id\":\"8\",\"brand\":\"other\",\"text\":\"hi\"}");
+  fp_opvec_reset(&ops);
+  FPT_CHECK_EQ_INT(fp_rules_select(rs, &m, 78, hits, 2, &nh, &ops, &mref, &ne), FP_OK);
+  FPT_CHECK_EQ_INT(nh, 0);
+  FPT_CHECK_EQ_INT(ne, 1); /* view.lua reads the previous mention's unread field: an error */
+  fp_rules_release(rs, mref);
+  /* a stale handle from another rule set is ignored, not unref'd in this one */
+  fp_rules_release(rs, 12345);
+  fp_opvec_free(&ops);
+  json_decref(m.doc);
+  fp_rules_destroy(rs);
+}
+
 int main(void) {
   fpt_run("infinite_loop", t_infinite_loop);
   fpt_run("pcall_loop", t_pcall_loop);
@@ -346,5 +503,7 @@ int main(void) {
   fpt_run("tampering", t_tampering);
   fpt_run("cross_rule", t_cross_rule);
   fpt_run("output_flood", t_output_flood);
+  fpt_run("mention_view", t_mention_view);
+  fpt_run("watchdog", t_watchdog);
   return fpt_done();
 }
