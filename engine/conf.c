@@ -57,6 +57,14 @@ static const fp_confdef_t fp_confdefs[] = {
      "Wall-clock deadline of one rule function call."},
     {"rules.quarantine.after", T_INT, "5", 1, 1000000, NULL, F(rules_quarantine_after), 0,
      "Consecutive failures after which a rule is quarantined (skipped until reload)."},
+    {"rules.watch", T_BOOL, "true", 0, 1, NULL, F(rules_watch), 0,
+     "Reload the rules when a file in rules.dir (or lib/) changes."},
+    {"rules.watchdog.ms", T_INT, "0", 0, 600000, NULL, F(rules_watchdog_ms), 0,
+     "A rule call longer than this aborts the process (0: max(10 x rules.deadline.ms, 2000))."},
+    {"rules.strikes.dir", T_STR, "", 0, 0, NULL, F(rules_strikes_dir), 0,
+     "Where the watchdog records strikes (outside rules.dir; empty: none)."},
+    {"rules.strikes.quarantine", T_INT, "3", 1, 1000, NULL, F(rules_strikes_quarantine), 0,
+     "Watchdog strikes after which a rule loads quarantined."},
     {"workers", T_INT, "0", 0, 256, NULL, F(workers), 0,
      "Worker threads, each with its own Lua state and Redis connection; 0 = one per core."},
     {"batch.size", T_INT, "1000", 1, 100000, NULL, F(batch_size), 0,
@@ -66,9 +74,11 @@ static const fp_confdef_t fp_confdefs[] = {
     {"windows.lateness", T_DURATION, "5m", 0, 30LL * 86400 * 1000, NULL, F(lateness_ms), 0,
      "Allowed lateness: mentions older than the partition watermark minus this are counted "
      "as late and not windowed."},
-    {"delivery.mode", T_ENUM, "at-least-once", 0, 0, "at-least-once", F(delivery), 0,
+    {"delivery.mode", T_ENUM, "at-least-once", 0, 0, "at-least-once|exactly-once", F(delivery), 0,
      "at-least-once: offsets are stored only after every output is acknowledged; a replay "
-     "after a crash re-emits byte-identical incidents."},
+     "after a crash re-emits byte-identical incidents. exactly-once: outputs and input offsets "
+     "commit in one Kafka transaction every commit.interval.ms (read_committed consumers see "
+     "no duplicate)."},
     {"commit.interval.ms", T_INT, "1000", 10, 600000, NULL, F(commit_interval_ms), 0,
      "How often stored offsets are committed (and, in exactly-once mode, transactions)."},
     {"store.backend", T_ENUM, "redis", 0, 0, "redis|memory", F(backend), 0,

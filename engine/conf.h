@@ -30,6 +30,8 @@ struct fp_conf_s {
   /* rules */
   char *rules_dir;
   int64_t rules_instructions, rules_memory, rules_deadline_ms, rules_quarantine_after;
+  int64_t rules_watch, rules_watchdog_ms, rules_strikes_quarantine;
+  char *rules_strikes_dir;
   /* processing */
   int64_t workers;         /* 0: one per core */
   int64_t batch_size;

@@ -28,6 +28,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "sandbox.h"
+#include "watch.h"
 #include "health.h" /* operations: Kafka statistics and error callbacks */
 #include "http.h"   /* operations: /metrics, /healthz, /readyz */
 #include "log.h"
@@ -104,6 +106,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     /* Workers finish the batch they hold (storing its offsets unless lost) and drop the
      * rest of these partitions' queued messages. */
     drain_partitions(e, parts);
+    if (e->eos) fp_txn_commit(e, lost); /* their outputs and offsets commit together, or not at all */
     fp_log(FP_LOG_INFO, "engine", "%s %d partition(s)", lost ? "lost" : "revoked", parts->cnt);
     error = rd_kafka_incremental_unassign(rk, parts);
   } else {
@@ -188,6 +191,21 @@ static rd_kafka_conf_t *kafka_conf(fp_engine_t *e, const char *which, char *errs
     if (kconf_set(&k, consumer_defaults[i][0], consumer_defaults[i][1], errstr, es)) goto err;
   for (size_t i = 0; !is_consumer && i < sizeof(producer_defaults) / sizeof(producer_defaults[0]); i++)
     if (kconf_set(&k, producer_defaults[i][0], producer_defaults[i][1], errstr, es)) goto err;
+  if (e->eos) { /* exactly-once: offsets travel in the transaction (txn.c) */
+    if (is_consumer && kconf_set(&k, "enable.auto.commit", "false", errstr, es)) goto err;
+    if (!is_consumer) {
+      char tid[512], host[256] = "host";
+      gethostname(host, sizeof(host) - 1);
+      if (e->conf->instance_id[0]) snprintf(tid, sizeof(tid), "flashpoint-%s-%s", e->conf->group_id, e->conf->instance_id);
+      else snprintf(tid, sizeof(tid), "flashpoint-%s-%s-%d", e->conf->group_id, host, (int)getpid());
+      /* a killed instance's open transaction blocks the partitions' committed offsets until
+       * the broker aborts it: keep that short */
+      if (kconf_set(&k, "transactional.id", tid, errstr, es) ||
+          kconf_set(&k, "transaction.timeout.ms", "10000", errstr, es) ||
+          kconf_set(&k, "message.timeout.ms", "9000", errstr, es))
+        goto err;
+    }
+  }
   if (is_consumer) {
     snprintf(buf, sizeof(buf), "%lld", (long long)e->conf->commit_interval_ms);
     if (kconf_set(&k, "group.id", e->conf->group_id, errstr, es) ||
@@ -222,6 +240,8 @@ err:
   return NULL;
 }
 
+static void watch_reload(void *arg) { fp_engine_reload(arg); }
+
 static void *producer_main(void *arg) {
   fp_engine_t *e = arg;
   while (!atomic_load(&e->producer_stop)) rd_kafka_poll(e->producer, 50);
@@ -239,11 +259,14 @@ fp_engine_t *fp_engine_new(const fp_conf_t *conf, char *errstr, size_t es) {
 
   if (!e) return NULL;
   pthread_mutex_init(&e->parts_mu, NULL);
+  pthread_mutex_init(&e->barrier_mu, NULL);
+  pthread_cond_init(&e->barrier_cv, NULL);
   if (!(e->metrics = fp_metrics_new()) || !(e->conf = fp_conf_dup(conf))) {
     fp_seterr(errstr, es, FP_ERR_NOMEM, "out of memory");
     goto err;
   }
   fp_log_setup((fp_log_level_t)e->conf->log_level, (int)e->conf->log_json);
+  e->eos = e->conf->delivery == FP_DELIVERY_EOS;
   e->nworkers = e->conf->workers > 0 ? (size_t)e->conf->workers : (size_t)sysconf(_SC_NPROCESSORS_ONLN);
   if (e->nworkers < 1) e->nworkers = 1;
 
@@ -252,6 +275,16 @@ fp_engine_t *fp_engine_new(const fp_conf_t *conf, char *errstr, size_t es) {
   e->limits.instructions = (uint64_t)e->conf->rules_instructions;
   e->limits.deadline_ms = e->conf->rules_deadline_ms;
   e->limits.quarantine_after = (unsigned)e->conf->rules_quarantine_after;
+  e->limits.strikes_dir = e->conf->rules_strikes_dir; /* borrowed: e->conf lives as long as e */
+  e->limits.strikes_quarantine = (unsigned)e->conf->rules_strikes_quarantine;
+  {
+    fp_watchdog_conf_t wc;
+    memset(&wc, 0, sizeof(wc));
+    wc.hard_ms = e->conf->rules_watchdog_ms;
+    wc.strikes_dir = e->conf->rules_strikes_dir;
+    if (fp_sandbox_watchdog_start(&wc, errstr, es) != FP_OK) goto err;
+    e->watchdog_started = 1;
+  }
   if (!(probe = fp_rules_new(e->conf->rules_dir, &e->limits, errstr, es))) goto err;
   fp_log(FP_LOG_INFO, "rules", "loaded %zu rule(s) from %s", fp_rules_count(probe), e->conf->rules_dir);
   fp_rules_destroy(probe);
@@ -269,6 +302,7 @@ fp_engine_t *fp_engine_new(const fp_conf_t *conf, char *errstr, size_t es) {
     goto err;
   }
   rd_kafka_poll_set_consumer(e->consumer);
+  if (e->eos && fp_txn_init(e, errstr, es) != FP_OK) goto err;
 
   if (!(e->workers = calloc(e->nworkers, sizeof(*e->workers)))) goto err;
   for (size_t i = 0; i < e->nworkers; i++)
@@ -285,6 +319,7 @@ void fp_engine_stop(fp_engine_t *e) {
 
 void fp_engine_reload(fp_engine_t *e) {
   if (!e) return;
+  atomic_fetch_add(&e->reload_gen, 1);
   for (size_t i = 0; i < e->nworkers; i++) atomic_store(&e->workers[i].reload, 1);
 }
 
@@ -295,6 +330,7 @@ void fp_engine_stats(fp_engine_t *e, fp_stats_t *out) {
   LOAD(mentions_in); LOAD(mentions_decoded); LOAD(dead_lettered); LOAD(late);
   LOAD(duplicates_fenced); LOAD(rule_evals); LOAD(rule_errors); LOAD(incidents);
   LOAD(offsets_stored); LOAD(redis_roundtrips); LOAD(redis_errors);
+  LOAD(txn_commits); LOAD(txn_aborts);
 #undef LOAD
 }
 
@@ -345,6 +381,11 @@ fp_err_t fp_engine_run(fp_engine_t *e) {
       goto out;
     }
 
+  if (e->conf->rules_watch) {
+    char werr[256];
+    if (!(e->watch = fp_watch_new(e->conf->rules_dir, watch_reload, e, werr, sizeof(werr))))
+      fp_log(FP_LOG_WARN, "rules", "not watching the rules directory: %s (SIGHUP still reloads)", werr);
+  }
   topics = rd_kafka_topic_partition_list_new(4);
   for (tok = e->conf->input_topics; *tok; tok = *end ? end + 1 : end) {
     char name[256];
@@ -366,8 +407,13 @@ fp_err_t fp_engine_run(fp_engine_t *e) {
   fp_log(FP_LOG_INFO, "engine", "consuming %s as group %s with %zu worker(s)",
          e->conf->input_topics, e->conf->group_id, e->nworkers);
 
+  int64_t next_commit = fp_mono_ns() + e->conf->commit_interval_ms * 1000000LL;
   while (!atomic_load(&e->stop) && !atomic_load(&e->fatal)) {
     rd_kafka_message_t *m;
+    if (e->eos && (fp_mono_ns() >= next_commit || atomic_load(&e->txn_abort))) {
+      fp_txn_commit(e, 0);
+      next_commit = fp_mono_ns() + e->conf->commit_interval_ms * 1000000LL;
+    }
     atomic_store(&e->heartbeat_ns, fp_mono_ns()); /* operations: liveness (/healthz) */
     m = rd_kafka_consumer_poll(e->consumer, 50);
     if (m) {
@@ -394,11 +440,17 @@ out:
   /* Stop taking work: workers finish what they hold (acknowledged work is stored), then the
    * consumer close commits the stored offsets and leaves the group. */
   fp_log(FP_LOG_INFO, "engine", "stopping: draining workers");
+  fp_watch_destroy(e->watch);
+  e->watch = NULL;
   for (size_t i = 0; i < e->nworkers; i++) fp_worker_stop(&e->workers[i]);
+  if (e->eos) {
+    e->closing = 1; /* the last transaction: no next one begins */
+    if (e->txn_open && !atomic_load(&e->fatal)) fp_txn_commit(e, 0);
+  }
   rd_kafka_flush(e->producer, 10000);
   if (e->consumer) {
     rd_kafka_resp_err_t cerr;
-    rd_kafka_commit(e->consumer, NULL, 0);
+    if (!e->eos) rd_kafka_commit(e->consumer, NULL, 0);
     cerr = rd_kafka_consumer_close(e->consumer);
     if (cerr) fp_log(FP_LOG_WARN, "engine", "consumer close: %s", rd_kafka_err2str(cerr));
   }
@@ -433,7 +485,11 @@ void fp_engine_destroy(fp_engine_t *e) {
     e->parts = n;
   }
   pthread_mutex_destroy(&e->parts_mu);
+  pthread_mutex_destroy(&e->barrier_mu);
+  pthread_cond_destroy(&e->barrier_cv);
   fp_metrics_destroy(e->metrics);
+  fp_watch_destroy(e->watch);
+  if (e->watchdog_started) fp_sandbox_watchdog_stop();
   fp_conf_destroy(e->conf);
   free(e);
 }

@@ -29,6 +29,7 @@ typedef struct fp_part_s {
   _Atomic int64_t max_event_ms;  /* highest event time seen: the watermark is this - lateness */
   _Atomic int64_t committed;     /* last committed offset reported by Kafka, -1 if none */
   _Atomic int needs_register;    /* assigned: the owning worker registers it in the store */
+  _Atomic int64_t txn_next;      /* exactly-once: next offset to send with the transaction, -1 none */
   int paused;                    /* run thread only */
   struct fp_part_s *next;
 } fp_part_t;
@@ -71,7 +72,8 @@ typedef struct fp_worker_s {
 
 typedef struct fp_engine_stats_s {
   _Atomic uint64_t mentions_in, mentions_decoded, dead_lettered, late, duplicates_fenced,
-      rule_evals, rule_errors, incidents, offsets_stored, redis_roundtrips, redis_errors;
+      rule_evals, rule_errors, incidents, offsets_stored, redis_roundtrips, redis_errors,
+      txn_commits, txn_aborts;
 } fp_engine_stats_t;
 
 struct fp_engine_s {
@@ -87,6 +89,16 @@ struct fp_engine_s {
   fp_part_t *parts;
   fp_engine_stats_t stats;
   fp_metrics_t *metrics; /* owned */
+  struct fp_watch_s *watch;      /* owned: reloads the rules when their files change */
+  int watchdog_started;
+  _Atomic unsigned reload_gen, reload_logged_gen; /* a failed reload is logged once */
+  /* exactly-once mode (txn.c) */
+  int eos;                       /* delivery.mode=exactly-once */
+  int txn_open, closing;         /* run thread only */
+  _Atomic int txn_abort;         /* a worker saw an abortable produce error */
+  pthread_mutex_t barrier_mu;
+  pthread_cond_t barrier_cv;
+  int barrier, busy_workers;     /* under barrier_mu */
   /* ---- operations (owner: http.c, health.c): heartbeat, HTTP endpoint, Kafka health ---- */
   _Atomic int64_t heartbeat_ns;   /* run thread: fp_mono_ns() at each loop turn; 0 = not looping yet */
   _Atomic int kafka_down[2];      /* [0] consumer, [1] producer: 1 from ALL_BROKERS_DOWN until the
@@ -99,11 +111,22 @@ struct fp_engine_s {
 
 fp_part_t *fp_engine_part(struct fp_engine_s *e, const char *topic, int32_t partition, int create);
 
+/* exactly-once mode (txn.c) */
+fp_err_t fp_txn_init(struct fp_engine_s *e, char *errstr, size_t es);
+/** Commits the open transaction with the offsets of every partition that moved (or aborts
+ * it when @p lost), then begins the next one unless the engine is closing. Run thread. */
+fp_err_t fp_txn_commit(struct fp_engine_s *e, int lost);
+/** A worker holds a run between these two (waits while the commit barrier is up). */
+void fp_txn_run_begin(struct fp_engine_s *e);
+void fp_txn_run_end(struct fp_engine_s *e);
+
 fp_err_t fp_worker_init(fp_worker_t *w, struct fp_engine_s *e, int idx, char *errstr, size_t es);
 fp_err_t fp_worker_start(fp_worker_t *w);
 void fp_worker_push(fp_worker_t *w, fp_part_t *p, rd_kafka_message_t *m);
 /** Wakes the worker to register newly assigned partitions in the store. */
 void fp_worker_wake_register(fp_worker_t *w);
+/** Drops every queued message (exactly-once rewind; only with the barrier raised). */
+void fp_worker_purge(fp_worker_t *w);
 size_t fp_worker_qlen(fp_worker_t *w);
 /** Finishes the queued work and joins the thread. */
 void fp_worker_stop(fp_worker_t *w);

@@ -322,7 +322,7 @@ fp_err_t fp_incidents_apply(fp_store_t *store, const char *source, const fp_lc_p
       knames[nd] = keys[i].key;
       versions[nd] = keys[i].version;
       states[nd] = text;
-      due[nd] = keys[i].st.open ? keys[i].st.last_signal_ms + keys[i].rule->resolve_after_ms : -1;
+      due[nd] = keys[i].st.open ? fp_add_sat(keys[i].st.last_signal_ms, keys[i].rule->resolve_after_ms) : -1;
       nd++;
     }
     if (!err && (last_offset > fence || nd > 0))

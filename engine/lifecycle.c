@@ -13,9 +13,11 @@
 #include "lifecycle.h"
 
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "log.h"
 #include "util.h"
 
 static json_t *time_json(int64_t ms) {
@@ -24,6 +26,9 @@ static json_t *time_json(int64_t ms) {
   fp_time_format(ms, buf, sizeof(buf));
   return json_string(buf);
 }
+
+/* jansson refuses NaN and infinities: a window value that is not finite reads as null */
+static json_t *num_json(double v) { return isfinite(v) ? json_real(v) : json_null(); }
 
 static json_t *sev_json(fp_sev_t s) { return s == FP_SEV_NONE ? json_null() : json_string(fp_sev_name(s)); }
 
@@ -122,15 +127,16 @@ static json_t *event_new(const fp_lc_state_t *st, const fp_lc_signal_t *sig, con
   snprintf(event_id, sizeof(event_id), "%s-%" PRIu32, st->incident_id, st->seq);
   for (size_t i = 0; sig->values && i < sig->nvalues && i < r->nwindows; i++) {
     const fp_win_op_t *op = &sig->values[i];
-    json_t *w = json_pack("{s:f}", "value", op->out.value);
+    json_t *w = json_pack("{s:o}", "value", num_json(op->out.value));
     if (r->windows[i].spec.kind == FP_WIN_BASELINE) {
-      json_object_set_new(w, "mean", json_real(op->out.mean));
-      json_object_set_new(w, "stddev", json_real(op->out.stddev));
+      json_object_set_new(w, "mean", num_json(op->out.mean));
+      json_object_set_new(w, "stddev", num_json(op->out.stddev));
     }
     json_object_set_new(signals, r->windows[i].name, w);
   }
   for (size_t i = 0; sig->top && i < sig->ntop; i++)
-    json_array_append_new(top, json_pack("{s:s,s:f}", "term", sig->top[i].term, "count", sig->top[i].count));
+    if (fp_utf8_valid(sig->top[i].term, strlen(sig->top[i].term)))
+      json_array_append_new(top, json_pack("{s:s,s:o}", "term", sig->top[i].term, "count", num_json(sig->top[i].count)));
 
   return json_pack(
       "{s:i,s:s,s:s,s:s,s:o,s:o,s:{s:s,s:i,s:s},s:s,s:o,s:o,s:o,s:o,s:o,s:I,s:I,s:o,s:o,s:o,s:o,s:o}",
@@ -160,8 +166,15 @@ static json_t *summary_new(const fp_lc_state_t *st, const fp_lc_signal_t *sig) {
 
 static int emit(fp_lc_state_t *st, const fp_lc_signal_t *sig, const char *status, fp_sev_t prev,
                 json_t *out) {
+  json_t *ev;
   timeline_add(st, sig->at_ms, status, st->open ? st->severity : prev);
-  json_array_append_new(out, event_new(st, sig, status, prev));
+  ev = event_new(st, sig, status, prev);
+  if (!ev) { /* cannot happen with validated strings; never let an event vanish silently */
+    fp_log(FP_LOG_ERROR, "incidents", "incident %s: %s event could not be encoded", st->incident_id, status);
+    ev = json_pack("{s:i,s:s,s:s}", "schema_version", FP_INCIDENT_SCHEMA_VERSION, "incident_id",
+                   st->incident_id, "status", "unencodable");
+  }
+  json_array_append_new(out, ev);
   st->seq++;
   return 1;
 }
@@ -169,7 +182,7 @@ static int emit(fp_lc_state_t *st, const fp_lc_signal_t *sig, const char *status
 /* Resolves an open incident that has been quiet for resolve_after, at the moment it became
  * due (not when we noticed): the event is the same whichever signal or sweep finds it. */
 static int resolve_if_due(fp_lc_state_t *st, const fp_lc_signal_t *sig, json_t *out) {
-  int64_t due = st->last_signal_ms + sig->rule->resolve_after_ms;
+  int64_t due = fp_add_sat(st->last_signal_ms, sig->rule->resolve_after_ms);
   fp_lc_signal_t at_due;
   if (!st->open || sig->at_ms < due) return 0;
   at_due = *sig;
@@ -215,9 +228,10 @@ int fp_lc_step(fp_lc_state_t *st, const fp_lc_params_t *p, const fp_lc_signal_t 
     prev = FP_SEV_NONE;
   }
   st->mentions++;
-  st->reach += sig->mention->followers;
+  st->reach = fp_add_sat(st->reach, sig->mention->followers);
   if (t > st->last_ms) st->last_ms = t;
-  if (sig->values && sig->nvalues && sig->values[0].out.value > st->peak_value)
+  if (sig->values && sig->nvalues && isfinite(sig->values[0].out.value) &&
+      sig->values[0].out.value > st->peak_value)
     st->peak_value = sig->values[0].out.value;
   sample_offer(st, p, sig->mention);
 

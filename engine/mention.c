@@ -21,6 +21,7 @@
 #define FP_MIN_TIME_MS 946684800000LL /* 2000-01-01 */
 #define FP_MAX_FUTURE_MS (366LL * 86400 * 1000)
 #define FP_MAX_TEXT 65536
+#define FP_MAX_COUNT 1000000000000LL /* followers, likes...: more is a data error, not a crisis */
 
 static fp_err_t opt_string(json_t *obj, const char *name, const char *path, const char **out,
                            char *errstr, size_t es) {
@@ -41,10 +42,12 @@ static fp_err_t opt_int(json_t *obj, const char *name, const char *path, int64_t
   if (json_is_integer(v)) {
     if (json_integer_value(v) < 0)
       return fp_seterr(errstr, es, FP_ERR_SCHEMA, "field %s: must not be negative", path);
+    if (json_integer_value(v) > FP_MAX_COUNT)
+      return fp_seterr(errstr, es, FP_ERR_SCHEMA, "field %s: larger than %lld", path, (long long)FP_MAX_COUNT);
     *out = json_integer_value(v);
     return FP_OK;
   }
-  if (json_is_real(v) && json_real_value(v) >= 0 && json_real_value(v) < 9.0e18) {
+  if (json_is_real(v) && json_real_value(v) >= 0 && json_real_value(v) <= (double)FP_MAX_COUNT) {
     *out = (int64_t)json_real_value(v);
     return FP_OK;
   }

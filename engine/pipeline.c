@@ -131,6 +131,7 @@ fp_err_t fp_pipeline_reload(fp_pipeline_t *p, char *errstr, size_t es) {
   for (size_t i = 0; p->metrics && i < fp_rules_count(old); i++)
     if (fp_rules_info(old, i)->quarantined)
       fp_metrics_rule_unquarantined(fp_metrics_rule(p->metrics, fp_rules_info(old, i)->id));
+  release_inputs(p, p->cap); /* the last run's mention handles belong to the old Lua state */
   p->rules = n;
   if (bind_rule_metrics(p) != FP_OK) {
     p->rules = old;

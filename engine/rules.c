@@ -310,6 +310,7 @@ static void terms_add(terms_t *T, const char *s, size_t len) {
     len = TERM_MAX;
     while (len && ((unsigned char)s[len] & 0xC0) == 0x80) len--;
   }
+  if (!fp_utf8_valid(s, len)) return; /* terms go into incident JSON */
   char *d = T->t[T->n];
   for (size_t i = 0; i < len; i++) d[i] = (char)tolower((unsigned char)s[i]);
   d[len] = '\0';
@@ -351,6 +352,8 @@ static int caller_line(lua_State *L) {
   return 1;
 }
 
+#define FP_MAX_DURATION_MS (366LL * 86400 * 1000)
+
 static int64_t arg_duration(lua_State *L, int t, const char *field, const char *fn,
                             int64_t dflt) {
   int64_t ms;
@@ -371,6 +374,7 @@ static int64_t arg_duration(lua_State *L, int t, const char *field, const char *
   }
   lua_pop(L, 1);
   if (ms <= 0) luaL_error(L, "%s: '%s' must be positive", fn, field);
+  if (ms > FP_MAX_DURATION_MS) luaL_error(L, "%s: '%s' is longer than a year", fn, field);
   return ms;
 }
 
@@ -466,6 +470,11 @@ static void opt_type(lua_State *L, int t, const char *f, int type, int required)
   if (ty != type)
     luaL_error(L, "fp.rule: '%s' must be a %s, not a %s", f, lua_typename(L, type),
                lua_typename(L, ty));
+  if (ty == LUA_TSTRING) { /* it ends up in incident JSON */
+    size_t n;
+    const char *v = lua_tolstring(L, -1, &n);
+    if (!fp_utf8_valid(v, n)) luaL_error(L, "fp.rule: '%s' is not valid UTF-8", f);
+  }
   lua_pop(L, 1);
 }
 
@@ -540,8 +549,9 @@ static int l_rule(lua_State *L) {
       const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
       if (strcmp(k, "default") && (fp_sev_parse(k) <= 0))
         return luaL_error(L, "fp.rule: unknown severity '%s' in topics (default, sev1..sev4)", k);
-      if (lua_type(L, -1) != LUA_TSTRING || !lua_rawlen(L, -1))
-        return luaL_error(L, "fp.rule: topics.%s must be a topic name", k);
+      if (lua_type(L, -1) != LUA_TSTRING || !lua_rawlen(L, -1) || lua_rawlen(L, -1) > 249 ||
+          !valid_ident(lua_tostring(L, -1), 249, 1))
+        return luaL_error(L, "fp.rule: topics.%s must be a topic name (A-Z a-z 0-9 . _ -)", k);
       lua_pop(L, 1);
     }
   }
@@ -1687,7 +1697,8 @@ static fp_err_t rule_ops(fp_rules_t *rs, rule_t *r, const fp_mention_t *m, int m
 
 /* Writes the entity for a key text into @p out (hashing texts over 127 bytes). */
 static void set_entity(char out[128], const char *s, size_t n) {
-  if (n < 128) {
+  /* entities go into incident JSON: long or non-UTF-8 ones are named by their hash */
+  if (n < 128 && fp_utf8_valid(s, n)) {
     memcpy(out, s, n);
     out[n] = '\0';
   } else {

@@ -38,6 +38,12 @@ fp_err_t fp_parse_i64(const char *s, int64_t min, int64_t max, int64_t *out);
 /** Strict floating-point parse of the whole string. */
 fp_err_t fp_parse_double(const char *s, double *out);
 
+/** @returns 1 if @p len bytes at @p s are well-formed UTF-8 (no overlongs, no surrogates). */
+int fp_utf8_valid(const char *s, size_t len);
+
+/** a + b, saturating at INT64_MAX / INT64_MIN instead of overflowing. */
+int64_t fp_add_sat(int64_t a, int64_t b);
+
 /** A growable byte buffer. Zero-initialise, append, then fp_buf_free(). */
 typedef struct fp_buf_s {
   char *data; /* owned; always NUL-terminated when non-NULL */

@@ -91,6 +91,20 @@ void fp_worker_push(fp_worker_t *w, fp_part_t *p, rd_kafka_message_t *m) {
   pthread_mutex_unlock(&w->mu);
 }
 
+void fp_worker_purge(fp_worker_t *w) {
+  pthread_mutex_lock(&w->mu);
+  while (w->head) {
+    fp_qnode_t *n = w->head->next;
+    atomic_fetch_sub(&w->head->part->inflight, 1);
+    rd_kafka_message_destroy(w->head->msg);
+    free(w->head);
+    w->head = n;
+  }
+  w->tail = NULL;
+  w->qlen = 0;
+  pthread_mutex_unlock(&w->mu);
+}
+
 void fp_worker_wake_register(fp_worker_t *w) {
   pthread_mutex_lock(&w->mu);
   atomic_store(&w->register_pending, 1);
@@ -261,6 +275,7 @@ static void process_run(fp_worker_t *w, fp_part_t *p, size_t k) {
   int sweep = 1; /* resolving incidents due costs no extra round trip */
 
   if (atomic_load(&p->revoked)) goto release; /* not ours any more: the next owner replays */
+  if (e->eos && atomic_load(&e->txn_abort)) goto release; /* the rewind replays it */
   for (size_t i = 0; i < k; i++) {
     b->in[i].payload = b->nodes[i]->msg->payload;
     b->in[i].len = b->nodes[i]->msg->len;
@@ -278,6 +293,10 @@ static void process_run(fp_worker_t *w, fp_part_t *p, size_t k) {
 
   for (int attempt = 0;; attempt++) {
     if ((err = emit_run(w, p, k, &po, &ndlq)) == FP_OK) break;
+    if (e->eos) { /* the transaction is broken: the run thread aborts it and rewinds */
+      atomic_store(&e->txn_abort, 1);
+      goto release;
+    }
     if (!atomic_exchange(&w->blocked, 1))
       fp_log(FP_LOG_WARN, "engine", "%s: outputs not acknowledged: pausing and retrying", p->source);
     if (run_abandoned(w, p)) goto release;
@@ -286,8 +305,11 @@ static void process_run(fp_worker_t *w, fp_part_t *p, size_t k) {
   if (atomic_exchange(&w->blocked, 0))
     fp_log(FP_LOG_INFO, "engine", "worker %d: state store and outputs healthy again, resuming", w->idx);
 
-  /* everything the run caused is acknowledged: store its end (unless the partition was lost) */
-  if (atomic_load(&p->revoked) != 2) {
+  /* everything the run caused is acknowledged: store its end (unless the partition was lost);
+   * in exactly-once mode the end travels with the transaction instead (txn.c) */
+  if (e->eos) {
+    atomic_store(&p->txn_next, b->nodes[k - 1]->msg->offset + 1);
+  } else if (atomic_load(&p->revoked) != 2) {
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
     int64_t next = b->nodes[k - 1]->msg->offset + 1;
     rd_kafka_topic_partition_list_add(l, p->topic, p->partition)->offset = next;
@@ -324,7 +346,11 @@ static void maybe_reload(fp_worker_t *w) {
   char errbuf[512];
   if (!atomic_exchange(&w->reload, 0)) return;
   if (fp_pipeline_reload(w->pipeline, errbuf, sizeof(errbuf)) != FP_OK) {
-    fp_log(FP_LOG_ERROR, "rules", "reload failed, keeping the running rules: %s", errbuf);
+    unsigned gen = atomic_load(&w->e->reload_gen), seen = atomic_load(&w->e->reload_logged_gen);
+    if (seen != gen && atomic_compare_exchange_strong(&w->e->reload_logged_gen, &seen, gen))
+      fp_log(FP_LOG_ERROR, "rules", "reload failed, keeping the running rules: %s", errbuf);
+    else
+      fp_log(FP_LOG_DEBUG, "rules", "worker %d: reload failed (already reported): %s", w->idx, errbuf);
     return;
   }
   if (w->idx == 0)
@@ -350,9 +376,22 @@ static void *worker_main(void *arg) {
       register_parts(w);
       continue;
     }
-    if (!w->head && w->stopping) {
+    if (w->stopping) {
+      /* stopping: the run in hand was finished; what is still queued was never stored, so
+       * it is dropped and replays from the committed offset (a stop stays quick) */
       pthread_mutex_unlock(&w->mu);
+      fp_worker_purge(w);
       break;
+    }
+    if (w->e->eos) { /* hold a run only outside the transaction commit barrier */
+      pthread_mutex_unlock(&w->mu);
+      fp_txn_run_begin(w->e);
+      pthread_mutex_lock(&w->mu);
+      if (!w->head) { /* purged by a rewind meanwhile */
+        pthread_mutex_unlock(&w->mu);
+        fp_txn_run_end(w->e);
+        continue;
+      }
     }
     while (w->head && n < max) {
       taken[n++] = w->head;
@@ -377,6 +416,7 @@ static void *worker_main(void *arg) {
       }
       process_run(w, p, k);
     }
+    if (w->e->eos) fp_txn_run_end(w->e);
   }
   free(taken);
   return NULL;

@@ -5,7 +5,8 @@
 #
 # 1. tests/harness/setup.sh (installs what a bare Debian 12 lacks; fast when nothing does);
 # 2. build/      : configure + build (Ninja), ctest (every tier; services via the fixture);
-# 3. build-asan/ : the same with -DFP_SANITIZE=ON (ASan + UBSan), skipped with --quick.
+# 3. build-asan/ : the same with -DFP_SANITIZE=ON (ASan + UBSan), skipped with --quick;
+# 4. the libFuzzer targets for 30 s each (tests/fuzz/run.sh), skipped with --quick or -L/-R.
 # -DFP_WERROR=ON when CI=true. -L/-R/-E are passed to ctest (fixtures pull in the service
 # start/stop tests by themselves). Ends with "N passed, N failed" counted over the ctest
 # tests of both passes (a build that fails counts as one failure) and exits non-zero if
@@ -96,6 +97,19 @@ if ((quick == 0)); then
 	export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 	export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 	run_pass sanitize build-asan -DFP_SANITIZE=ON
+fi
+
+if ((quick == 0)) && [[ ${#ctest_args[@]} -eq 0 ]]; then
+	# 4. the libFuzzer targets, a short run each on the corpus and the regression seeds
+	echo "==== fuzz: tests/fuzz/run.sh --seconds 30 ===="
+	t0=$(date +%s)
+	if bash tests/fuzz/run.sh --seconds 30; then
+		total_passed=$((total_passed + 1))
+		summary+=("fuzz: passed ($(($(date +%s) - t0)) s)")
+	else
+		total_failed=$((total_failed + 1))
+		summary+=("fuzz: FAILED ($(($(date +%s) - t0)) s)")
+	fi
 fi
 
 echo "==== summary ($(($(date +%s) - t_start)) s) ===="

