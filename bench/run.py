@@ -12,6 +12,7 @@ import argparse
 import atexit
 import csv
 import json
+import re
 import os
 import platform
 import shutil
@@ -117,11 +118,12 @@ class Bench:
         return t
 
     # ---- the engine --------------------------------------------------------------------
-    def engine_cmd(self, topic, group, workers=0, backend="redis", binary="flashpoint"):
+    def engine_cmd(self, topic, group, workers=0, backend="redis", binary="flashpoint", extra=None):
         s = {"input.topics": topic, "group.id": group, "dlq.topic": topic + ".dlq",
              "rules.dir": f"{ROOT}/rules", "workers": workers, "store.backend": backend,
              "kafka.bootstrap.servers": self.kafka, "redis.host": self.rhost,
              "redis.port": self.rport, "redis.prefix": group, "log.level": "warn"}
+        s.update(extra or {})
         exe = [f"{self.b}/flashpoint", "run"] if binary == "flashpoint" else [self.fpbench, "engine"]
         for k, v in s.items():
             exe += ["-s", f"{k}={v}"]
@@ -157,12 +159,13 @@ class Bench:
                 "rss_end_mb": round(last["rss_kb"] / 1024, 1),
                 "hwm_mb": round(last["hwm_kb"] / 1024, 1)}
 
-    def e2e(self, name, n, topic=None, workers=0, instances=1, backend="redis", binary="flashpoint"):
+    def e2e(self, name, n, topic=None, workers=0, instances=1, backend="redis", binary="flashpoint",
+            extra=None):
         topic = topic or self.topic(name, n)
         group = f"g-{name}-{os.getpid()}"
         self.redis("FLUSHALL")
         c0 = self.redis_calls()
-        procs = [spawn(self.engine_cmd(topic, group, workers, backend, binary),
+        procs = [spawn(self.engine_cmd(topic, group, workers, backend, binary, extra),
                        f"{self.tmp}/{name}-{i}.log") for i in range(instances)]
         rows = self.watch(group, topic, [p.pid for p in procs], n, self.a.timeout)
         for p in procs:
@@ -276,6 +279,21 @@ class Bench:
     def stages(self):
         n = 1000 if self.smoke else 20000
         self.R["stages"] = self.fpbench_run("stages", "--n", str(n), "--redis", f"{self.rhost}:{self.rport}")
+        self.replay()
+
+    def replay(self):
+        """flashpoint replay of a generated stream with the example pack, in-process store."""
+        hours = "1" if self.smoke else "4"
+        path = f"{self.tmp}/replay.jsonl"
+        subprocess.run([f"{self.b}/flashpoint", "generate", "--brands", "10", "--hours", hours,
+                        "--seed", "11", "--out", path], check=True, capture_output=True)
+        r = subprocess.run([f"{self.b}/flashpoint", "replay", "--rules", f"{ROOT}/rules", path],
+                           capture_output=True, text=True)
+        m = re.search(r"replay: (\d+) records in ([0-9.]+) s: (\d+) mentions/s", r.stderr)
+        if m:
+            self.R["replay"] = {"records": int(m.group(1)), "secs": float(m.group(2)),
+                                "rate": int(m.group(3))}
+            log("replay", json.dumps(self.R["replay"]))
 
     def profile(self):
         if not shutil.which("valgrind"):
@@ -334,6 +352,8 @@ class Bench:
         if not sm:
             self.e2e("instances2", n_short, topic=short_topic, instances=2)
             self.e2e("memory_store", n_short, topic=short_topic, workers=1, backend="memory")
+        log("delivery modes: exactly-once against the at-least-once main_short run")
+        self.e2e("exactly_once", n_short, topic=short_topic, extra={"delivery.mode": "exactly-once"})
         log("latency")
         self.latency(peak)
         log("burst")
@@ -418,7 +438,7 @@ def report(R, path, smoke, elapsed):
     w("")
     w("| run | mentions | workers x instances | mentions/s | per core | wall mentions/s | CPU us/mention | cores busy | Redis cmds/mention | RSS half-way / end / peak (MB) |")
     w("|---|---|---|---|---|---|---|---|---|---|")
-    for k in ("main_long", "main_short", "roundtrips", "workers1", "workers2", "workers4", "instances2", "memory_store", "main_peerset"):
+    for k in ("main_long", "main_short", "exactly_once", "roundtrips", "workers1", "workers2", "workers4", "instances2", "memory_store", "main_peerset"):
         r = runs.get(k)
         if not r:
             continue
@@ -491,6 +511,13 @@ def report(R, path, smoke, elapsed):
       "state with a Kafka changelog (Quix processes one message at a time, so Redis would cost a round "
       "trip per message).")
     w("")
+    rp = R.get("replay")
+    if rp:
+        w("## Replay (flashpoint replay, example pack, in-process store, one thread)")
+        w("")
+        w(f"{rp['records']:,} generated mentions (10 brands) in {rp['secs']:.2f} s: "
+          f"**{rp['rate']:,} mentions/s**.")
+        w("")
     w("## Stages alone (fpbench stages, one thread)")
     w("")
     w("| stage | variant | ns per unit | per second | |")

@@ -76,9 +76,9 @@ static const fp_confdef_t fp_confdefs[] = {
      "as late and not windowed."},
     {"delivery.mode", T_ENUM, "at-least-once", 0, 0, "at-least-once|exactly-once", F(delivery), 0,
      "at-least-once: offsets are stored only after every output is acknowledged; a replay "
-     "after a crash re-emits byte-identical incidents. exactly-once: outputs and input offsets "
-     "commit in one Kafka transaction every commit.interval.ms (read_committed consumers see "
-     "no duplicate)."},
+     "after a crash re-emits byte-identical incidents. exactly-once (EXPERIMENTAL, see "
+     "docs/delivery.md): outputs and input offsets commit in one Kafka transaction every "
+     "commit.interval.ms."},
     {"commit.interval.ms", T_INT, "1000", 10, 600000, NULL, F(commit_interval_ms), 0,
      "How often stored offsets are committed (and, in exactly-once mode, transactions)."},
     {"store.backend", T_ENUM, "redis", 0, 0, "redis|memory", F(backend), 0,

@@ -50,6 +50,7 @@ fp_part_t *fp_engine_part(fp_engine_t *e, const char *topic, int32_t partition, 
     /* spread topics too: same partition number of two topics need not share a worker */
     p->worker = (int)((fp_fnv1a(FP_FNV_INIT, topic, strlen(topic)) + (uint64_t)partition) % e->nworkers);
     p->committed = -1;
+    p->txn_next = -1; /* nothing to send with a transaction until a run completes */
     p->next = e->parts;
     e->parts = p;
   }
@@ -94,6 +95,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
       p->paused = 0;
       atomic_store(&p->max_event_ms, INT64_MIN);
       atomic_store(&p->needs_register, 1);
+      atomic_store(&p->txn_next, -1);
       fp_worker_wake_register(&e->workers[p->worker]);
     }
     fp_log(FP_LOG_INFO, "engine", "assigned %d partition(s)", parts->cnt);

@@ -81,6 +81,7 @@ void fp_incidents_key(const char *rule_id, const char *entity, char *buf, size_t
 typedef struct lc_key_s {
   char key[300];
   int64_t version;
+  int64_t silenced_until;  /* wall ms; paging muted until then */
   fp_lc_state_t st;
   int dirty;
   const fp_rule_info_t *rule;
@@ -131,9 +132,29 @@ static fp_err_t add_memo(fp_outvec_t *out, int64_t offset, const char *text) {
 }
 
 /* Steps the signals of one offset; appends their records to @p recs ([topic, key, payload]). */
-static fp_err_t step_offset(lc_key_t *keys, size_t nkeys, const fp_lc_params_t *params,
-                            const fp_inc_signal_t *sig, size_t from, size_t to,
-                            const char *default_topic, json_t *recs) {
+/* Fills an event's top_terms from the rule's first TOPK window, as of the event's time. */
+static void add_top_terms(fp_store_t *store, const fp_rule_info_t *r, const char *entity, json_t *ev,
+                          int64_t at_ms) {
+  fp_topk_entry_t top[5];
+  size_t n = 0;
+  char key[400], err[128];
+  json_t *a;
+  for (size_t w = 0; w < r->nwindows; w++) {
+    if (r->windows[w].spec.kind != FP_WIN_TOPK) continue;
+    snprintf(key, sizeof(key), "%s|%s|%s", r->id, entity, r->windows[w].name);
+    if (fp_store_topk(store, key, &r->windows[w].spec, at_ms, 5, top, &n, err, sizeof(err)) != FP_OK) return;
+    a = json_array();
+    for (size_t i = 0; i < n; i++)
+      if (fp_utf8_valid(top[i].term, strlen(top[i].term)))
+        json_array_append_new(a, json_pack("{s:s,s:f}", "term", top[i].term, "count", top[i].count));
+    json_object_set_new(ev, "top_terms", a);
+    return;
+  }
+}
+
+static fp_err_t step_offset(fp_store_t *store, lc_key_t *keys, size_t nkeys,
+                            const fp_lc_params_t *params, const fp_inc_signal_t *sig, size_t from,
+                            size_t to, const char *default_topic, json_t *recs) {
   json_t *events = json_array();
   fp_err_t err = FP_OK;
   static _Thread_local fp_lc_state_t prev;
@@ -149,10 +170,18 @@ static fp_err_t step_offset(lc_key_t *keys, size_t nkeys, const fp_lc_params_t *
     if (memcmp(&prev, &keys[ki].st, sizeof(prev)) != 0) keys[ki].dirty = 1;
     for (size_t x = before; x < json_array_size(events); x++) {
       json_t *ev = json_array_get(events, x);
-      char *payload = json_dumps(ev, JSON_COMPACT | JSON_SORT_KEYS);
       const char *sev = json_string_value(json_object_get(ev, "severity"));
+      const char *status = json_string_value(json_object_get(ev, "status"));
       int sv = sev ? fp_sev_parse(sev) : -1;
       const char *topic = fp_lc_route(sig[j].sig.rule, sv > 0 ? (fp_sev_t)sv : FP_SEV_NONE, default_topic);
+      char *payload;
+      if (status && (!strcmp(status, "opened") || !strcmp(status, "escalated") || !strcmp(status, "reopened")))
+        add_top_terms(store, sig[j].sig.rule, sig[j].sig.entity, ev, sig[j].sig.at_ms);
+      if (keys[ki].silenced_until > fp_now_ms()) { /* recorded, not paged */
+        topic = fp_lc_route(sig[j].sig.rule, FP_SEV_NONE, default_topic);
+        json_object_set_new(ev, "silenced", json_true());
+      }
+      payload = json_dumps(ev, JSON_COMPACT | JSON_SORT_KEYS);
       if (!payload) {
         err = FP_ERR_NOMEM;
         break;
@@ -173,17 +202,131 @@ static void drop_from(fp_outvec_t *out, size_t start) {
   }
 }
 
+/*
+ * The second look: another partition may have moved the low watermark between our load and
+ * our commit (two partitions' last runs at the same moment), leaving incidents due that no
+ * one swept. The commit says so; then this pass resolves them within the same run: its
+ * events are appended to the memo of the run's last offset, so a replay of that offset
+ * re-emits them too.
+ */
+static fp_err_t sweep_pass(fp_store_t *store, const char *source, const fp_lc_params_t *params,
+                           int64_t last_offset, int64_t committed, const char *default_topic,
+                           int64_t due_by, fp_rule_lookup_fn lookup, void *lookup_arg,
+                           fp_outvec_t *out, char *errstr, size_t es) {
+  lc_key_t *keys = calloc(FP_LC_MAX_SWEEPS, sizeof(*keys));
+  fp_inc_signal_t *sig = calloc(FP_LC_MAX_SWEEPS, sizeof(*sig));
+  const char *knames[FP_LC_MAX_SWEEPS], *states[FP_LC_MAX_SWEEPS];
+  int64_t versions[FP_LC_MAX_SWEEPS], due[FP_LC_MAX_SWEEPS], fence, low_wm;
+  fp_err_t err = FP_OK;
+  size_t out_start = out->n;
+
+  if (!keys || !sig) {
+    free(keys), free(sig);
+    return fp_seterr(errstr, es, FP_ERR_NOMEM, "out of memory");
+  }
+  for (int attempt = 0; attempt < FP_LC_MAX_ATTEMPTS; attempt++) {
+    fp_lc_due_t *dues = NULL;
+    size_t ndues = 0, n = 0, nd = 0, due_now;
+    char *memo = NULL, *merged = NULL;
+    json_t *recs = NULL, *old = NULL;
+    int conflict = 0;
+
+    err = fp_store_lc_load(store, source, NULL, 0, due_by, FP_LC_MAX_SWEEPS, NULL, NULL, NULL,
+                           &fence, &low_wm, &dues, &ndues, errstr, es);
+    if (err || !ndues) {
+      fp_store_lc_due_free(dues, ndues);
+      break;
+    }
+    for (size_t d = 0; d < ndues; d++) {
+      char *bar = strchr(dues[d].key, '|');
+      const fp_rule_info_t *ri;
+      if (!bar) continue;
+      *bar = '\0';
+      ri = lookup(lookup_arg, dues[d].key);
+      *bar = '|';
+      if (!ri) continue;
+      memset(&keys[n], 0, sizeof(keys[n]));
+      snprintf(keys[n].key, sizeof(keys[n].key), "%s", dues[d].key);
+      keys[n].rule = ri;
+      key_load(&keys[n], dues[d].state, dues[d].version);
+      memset(&sig[n], 0, sizeof(sig[n]));
+      sig[n].offset = last_offset;
+      sig[n].sig.sev = FP_SEV_NONE;
+      sig[n].sig.at_ms = low_wm;
+      sig[n].sig.rule = ri;
+      sig[n].sig.entity = strchr(keys[n].key, '|') + 1;
+      n++;
+    }
+    recs = json_array();
+    if (n) err = step_offset(store, keys, n, params, sig, 0, n, default_topic, recs);
+    if (!err && (err = fp_store_lc_memo(store, source, &last_offset, 1, &memo, errstr, es)) == FP_OK) {
+      json_error_t jerr;
+      size_t x;
+      json_t *rec;
+      old = memo ? json_loads(memo, 0, &jerr) : json_array();
+      if (!json_is_array(old)) {
+        json_decref(old);
+        old = json_array();
+      }
+      json_array_foreach(recs, x, rec) json_array_append(old, rec);
+      merged = json_dumps(old, JSON_COMPACT);
+      for (size_t i = 0; i < n; i++) {
+        json_t *sj;
+        if (!keys[i].dirty) continue;
+        sj = fp_lc_state_to_json(&keys[i].st);
+        states[nd] = json_dumps(sj, JSON_COMPACT);
+        json_decref(sj);
+        knames[nd] = keys[i].key;
+        versions[nd] = keys[i].version;
+        due[nd] = keys[i].st.open ? fp_add_sat(keys[i].st.last_signal_ms, keys[i].rule->resolve_after_ms) : -1;
+        nd++;
+      }
+      if (!merged) err = FP_ERR_NOMEM;
+      if (!err && json_array_size(recs))
+        err = fp_store_lc_commit(store, source, knames, versions, states, due, nd, &last_offset,
+                                 (const char *const *)&merged, 1, fence, committed, due_by, &conflict,
+                                 &due_now, errstr, es);
+      for (size_t i = 0; i < nd; i++) free((char *)states[i]);
+    }
+    if (!err && !conflict) {
+      size_t x;
+      json_t *rec;
+      json_array_foreach(recs, x, rec) {
+        const char *payload = json_string_value(json_array_get(rec, 2));
+        if (!err)
+          err = fp_outvec_add(out, last_offset, json_string_value(json_array_get(rec, 0)),
+                              json_string_value(json_array_get(rec, 1)), payload, strlen(payload));
+      }
+    }
+    json_decref(recs);
+    json_decref(old);
+    free(memo);
+    free(merged);
+    fp_store_lc_due_free(dues, ndues);
+    if (err || !conflict) break;
+    drop_from(out, out_start);
+  }
+  if (err) drop_from(out, out_start);
+  free(keys);
+  free(sig);
+  return err;
+}
+
 fp_err_t fp_incidents_apply(fp_store_t *store, const char *source, const fp_lc_params_t *params,
-                            const fp_inc_signal_t *sig_in, size_t n_in, int64_t last_offset,
-                            int64_t committed, const char *default_topic, int64_t due_by,
-                            fp_rule_lookup_fn lookup, void *lookup_arg, fp_outvec_t *out,
-                            size_t *replayed, char *errstr, size_t es) {
-  size_t out_start = out->n, cap = 2 * n_in + FP_LC_MAX_SWEEPS + 1;
+                            const fp_inc_signal_t *sig_in, size_t n_in, const int64_t *offsets,
+                            size_t n_offsets, int64_t committed, const char *default_topic,
+                            int64_t due_by, fp_rule_lookup_fn lookup, void *lookup_arg,
+                            fp_outvec_t *out, size_t *replayed, char *errstr, size_t es) {
+  int64_t last_offset = n_offsets ? offsets[n_offsets - 1] : (n_in ? sig_in[n_in - 1].offset : -1);
+  size_t cap = 2 * n_in + n_offsets + FP_LC_MAX_SWEEPS + 1, cap_offs = cap, out_start = out->n;
   lc_key_t *keys = calloc(cap, sizeof(*keys));
   const char **knames = calloc(cap, sizeof(char *)), **states = calloc(cap, sizeof(char *));
   char **texts = calloc(cap, sizeof(char *)), **memo_texts = calloc(cap, sizeof(char *));
   int64_t *versions = calloc(cap, sizeof(int64_t)), *due = calloc(cap, sizeof(int64_t));
   int64_t *memo_offs = calloc(cap, sizeof(int64_t)), fence = -1, low_wm = INT64_MIN;
+  int64_t *silenced = calloc(cap, sizeof(int64_t));
+  size_t due_now = 0;
+  int sweep_again = 0;
   fp_inc_signal_t *sig = calloc(cap, sizeof(*sig));
   fp_lc_due_t *dues = NULL;
   size_t ndues = 0, nkeys0 = 0;
@@ -191,7 +334,8 @@ fp_err_t fp_incidents_apply(fp_store_t *store, const char *source, const fp_lc_p
   int attempt;
 
   *replayed = 0;
-  if (!keys || !knames || !states || !texts || !memo_texts || !versions || !due || !memo_offs || !sig) {
+  if (!keys || !knames || !states || !texts || !memo_texts || !versions || !due || !memo_offs || !sig ||
+      !silenced) {
     err = fp_seterr(errstr, es, FP_ERR_NOMEM, "out of memory");
     goto done;
   }
@@ -216,11 +360,12 @@ fp_err_t fp_incidents_apply(fp_store_t *store, const char *source, const fp_lc_p
     ndues = 0;
     /* (1) states, fence and incidents due, in one round trip */
     err = fp_store_lc_load(store, source, knames, nkeys0, lookup ? due_by : INT64_MIN,
-                           FP_LC_MAX_SWEEPS, texts, versions, &fence, &low_wm, &dues, &ndues,
-                           errstr, es);
+                           FP_LC_MAX_SWEEPS, texts, versions, silenced, &fence, &low_wm, &dues,
+                           &ndues, errstr, es);
     if (err) goto done;
     for (size_t i = 0; i < nkeys0; i++) {
       key_load(&keys[i], texts[i], versions[i]);
+      keys[i].silenced_until = silenced[i];
       free(texts[i]);
       texts[i] = NULL;
     }
@@ -241,6 +386,7 @@ fp_err_t fp_incidents_apply(fp_store_t *store, const char *source, const fp_lc_p
       snprintf(keys[nkeys].key, sizeof(keys[nkeys].key), "%s", dues[d].key);
       keys[nkeys].rule = ri;
       key_load(&keys[nkeys], dues[d].state, dues[d].version);
+      keys[nkeys].silenced_until = 0;
       nkeys++;
       memset(&sig[n], 0, sizeof(sig[n]));
       sig[n].offset = last_offset;
@@ -262,10 +408,12 @@ fp_err_t fp_incidents_apply(fp_store_t *store, const char *source, const fp_lc_p
       n++;
     }
 
-    /* (2) offsets at or below the fence were applied before: their events come from the memo */
-    for (size_t i = 0; i < n; i++)
-      if (sig[i].offset <= fence && (nreplay == 0 || memo_offs[nreplay - 1] != sig[i].offset))
-        memo_offs[nreplay++] = sig[i].offset;
+    /* (2) offsets at or below the fence were applied before: their events come from the memo.
+     * Every input offset of the run is looked up, not only those with a signal now: a sweep
+     * may have attached events to an offset that has no signal of its own. */
+    for (size_t i = 0; i < n_offsets && nreplay < cap_offs; i++)
+      if (offsets[i] <= fence && (nreplay == 0 || memo_offs[nreplay - 1] != offsets[i]))
+        memo_offs[nreplay++] = offsets[i];
     if (nreplay) {
       if ((err = fp_store_lc_memo(store, source, memo_offs, nreplay, memo_texts, errstr, es))) goto done;
       for (size_t i = 0; i < nreplay; i++) {
@@ -288,7 +436,7 @@ fp_err_t fp_incidents_apply(fp_store_t *store, const char *source, const fp_lc_p
         continue;
       }
       recs = json_array();
-      err = step_offset(keys, nkeys, params, sig, i, j, default_topic, recs);
+      err = step_offset(store, keys, nkeys, params, sig, i, j, default_topic, recs);
       if (!err && json_array_size(recs) > 0) {
         size_t x;
         json_t *rec;
@@ -329,7 +477,8 @@ fp_err_t fp_incidents_apply(fp_store_t *store, const char *source, const fp_lc_p
       err = fp_store_lc_commit(store, source, knames, versions, states, due, nd, memo_offs,
                                (const char *const *)memo_texts, nmemo,
                                last_offset > fence ? last_offset : fence, committed,
-                               lookup ? due_by : INT64_MIN, &conflict, errstr, es);
+                               lookup ? due_by : INT64_MIN, &conflict, &due_now, errstr, es);
+    sweep_again = !err && !conflict && last_offset > fence && due_now > 0;
     for (size_t i = 0; i < nd; i++) free((char *)states[i]);
     for (size_t i = 0; i < nmemo; i++) {
       free(memo_texts[i]);
@@ -344,11 +493,14 @@ fp_err_t fp_incidents_apply(fp_store_t *store, const char *source, const fp_lc_p
   }
   if (attempt == FP_LC_MAX_ATTEMPTS)
     err = fp_seterr(errstr, es, FP_ERR_REDIS, "lifecycle: too many concurrent conflicts");
+  if (!err && sweep_again && lookup)
+    err = sweep_pass(store, source, params, last_offset, committed, default_topic, due_by, lookup,
+                     lookup_arg, out, errstr, es);
 done:
   if (err) drop_from(out, out_start);
   fp_store_lc_due_free(dues, ndues);
   for (size_t i = 0; texts && i < cap; i++) free(texts[i]);
   free(keys), free(knames), free(texts), free(versions), free(states), free(due), free(memo_offs);
-  free(memo_texts), free(sig);
+  free(memo_texts), free(sig), free(silenced);
   return err;
 }

@@ -38,8 +38,8 @@ fp_err_t fp_outvec_add(fp_outvec_t *v, int64_t offset, const char *topic, const 
 typedef const fp_rule_info_t *(*fp_rule_lookup_fn)(void *arg, const char *rule_id);
 
 /**
- * Applies @p sig (ascending offsets) for @p source; @p last_offset is the batch's last
- * offset (the lifecycle fence moves there even when it produced nothing). @p due_by is the
+ * Applies @p sig (ascending offsets) for @p source; @p offsets are every input offset of
+ * the run, ascending (the lifecycle fence moves to the last even when it produced nothing). @p due_by is the
  * source's watermark; in the same round trip as the states, open incidents due by the low
  * watermark of all active sources are found and get a "time passes" signal at
  * @p last_offset (sweeps; @p lookup NULL: none).
@@ -47,10 +47,11 @@ typedef const fp_rule_info_t *(*fp_rule_lookup_fn)(void *arg, const char *rule_i
  * @returns FP_OK, or FP_ERR_REDIS / FP_ERR_REDIS_FATAL from the store (retry the batch).
  */
 fp_err_t fp_incidents_apply(fp_store_t *store, const char *source, const fp_lc_params_t *params,
-                            const fp_inc_signal_t *sig, size_t n, int64_t last_offset,
-                            int64_t committed, const char *default_topic, int64_t due_by,
-                            fp_rule_lookup_fn lookup, void *lookup_arg, fp_outvec_t *out,
-                            size_t *replayed, char *errstr, size_t errstr_size);
+                            const fp_inc_signal_t *sig, size_t n, const int64_t *offsets,
+                            size_t n_offsets, int64_t committed, const char *default_topic,
+                            int64_t due_by, fp_rule_lookup_fn lookup, void *lookup_arg,
+                            fp_outvec_t *out, size_t *replayed, char *errstr,
+                            size_t errstr_size);
 
 /** The lifecycle key of a (rule, entity): "rule|entity" into @p buf. */
 void fp_incidents_key(const char *rule_id, const char *entity, char *buf, size_t size);

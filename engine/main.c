@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "demo.h"
+#include "silence.h"
 #include "flashpoint/flashpoint.h"
 #include "gen.h"
 #include "log.h"
@@ -63,6 +64,9 @@ static void usage(FILE *out) {
           "                               run the rule tests in RULES_DIR/tests (exit 1 on failure)\n"
           "  flashpoint report --out report.html [--rules DIR] [--mapping FILE] FILE...\n"
           "                               a self-contained HTML report of a replay\n"
+          "  flashpoint silence RULE ENTITY DURATION\n"
+          "                               mute paging for one (rule, entity); events are still\n"
+          "                               recorded (0 lifts it)\n"
           "  flashpoint --help-config     list every configuration key\n"
           "  flashpoint --version\n"
           "\n"
@@ -528,6 +532,7 @@ int main(int argc, char **argv) {
     return 0;
   }
   if (argc >= 2 && !strcmp(argv[1], "demo")) return fp_demo_main(argc - 2, argv + 2);
+  if (argc >= 2 && !strcmp(argv[1], "silence")) return fp_silence_main(argc - 2, argv + 2);
   if (argc >= 2 && !strcmp(argv[1], "check")) {
     if (argc != 3) {
       fprintf(stderr, "usage: flashpoint check RULES_DIR\n");

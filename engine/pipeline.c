@@ -38,6 +38,7 @@ struct fp_pipeline_s {
   int *mrefs;
   fp_err_t *status;
   char (*reason)[256];
+  int64_t *offsets;
   size_t cap;
   /* per-hit scratch */
   fp_rule_hit_t *hits;
@@ -109,7 +110,7 @@ static void release_inputs(fp_pipeline_t *p, size_t n) {
 void fp_pipeline_destroy(fp_pipeline_t *p) {
   if (!p) return;
   release_inputs(p, p->cap);
-  free(p->mentions), free(p->mrefs), free(p->status), free(p->reason);
+  free(p->mentions), free(p->mrefs), free(p->status), free(p->reason), free(p->offsets);
   free(p->hits), free(p->hit_in), free(p->sigs);
   fp_opvec_free(&p->ops);
   fp_outvec_free(&p->events);
@@ -151,7 +152,7 @@ static fp_err_t inputs_reserve(fp_pipeline_t *p, size_t n) {
 #define GROW(f)                                                  \
   if (!(q = realloc(p->f, n * sizeof(*p->f)))) return FP_ERR_NOMEM; \
   p->f = q;
-  GROW(mentions) GROW(mrefs) GROW(status) GROW(reason)
+  GROW(mentions) GROW(mrefs) GROW(status) GROW(reason) GROW(offsets)
 #undef GROW
   memset(p->mentions + p->cap, 0, (n - p->cap) * sizeof(*p->mentions));
   memset(p->mrefs + p->cap, 0, (n - p->cap) * sizeof(*p->mrefs));
@@ -188,7 +189,7 @@ fp_err_t fp_pipeline_run(fp_pipeline_t *p, const char *source, int64_t *watermar
                          fp_pipeline_retry_fn retry, void *ropaque, fp_pipeline_out_t *out,
                          char *errstr, size_t es) {
   size_t nrules = fp_rules_count(p->rules), nsig = 0, replayed = 0;
-  int64_t wm = *watermark, last_offset;
+  int64_t wm = *watermark;
   unsigned nerrors = 0;
   fp_store_result_t res;
   fp_err_t err;
@@ -197,7 +198,6 @@ fp_err_t fp_pipeline_run(fp_pipeline_t *p, const char *source, int64_t *watermar
   memset(out, 0, sizeof(*out));
   memset(&res, 0, sizeof(res));
   if (n == 0) return FP_OK;
-  last_offset = in[n - 1].offset;
   release_inputs(p, p->cap);
   if (inputs_reserve(p, n) != FP_OK) return fp_seterr(errstr, es, FP_ERR_NOMEM, "out of memory");
   fp_opvec_reset(&p->ops);
@@ -212,6 +212,7 @@ fp_err_t fp_pipeline_run(fp_pipeline_t *p, const char *source, int64_t *watermar
     p->topic[tl] = '\0';
   }
   const fp_mapping_t *map = p->maps ? fp_mapping_set_find(p->maps, p->topic) : NULL;
+  for (size_t i = 0; i < n; i++) p->offsets[i] = in[i].offset;
   for (size_t i = 0; i < n; i++) {
     fp_mention_t *m = &p->mentions[i];
     const void *payload = in[i].payload;
@@ -296,7 +297,7 @@ fp_err_t fp_pipeline_run(fp_pipeline_t *p, const char *source, int64_t *watermar
   for (attempt = 0;; attempt++) {
     int64_t t0 = fp_mono_ns();
     fp_outvec_reset(&p->events);
-    err = fp_incidents_apply(p->store, source, &p->lcp, p->sigs, nsig, last_offset, committed,
+    err = fp_incidents_apply(p->store, source, &p->lcp, p->sigs, nsig, p->offsets, n, committed,
                              p->output_topic, sweep ? wm : INT64_MIN, lookup_rule, p->rules,
                              &p->events, &replayed, errstr, es);
     fp_metrics_store_call(p->metrics, fp_mono_ns() - t0, err != FP_OK);

@@ -99,8 +99,8 @@ void fp_store_lc_due_free(fp_lc_due_t *due, size_t n) {
 
 fp_err_t fp_store_lc_load(fp_store_t *s, const char *source, const char *const *keys, size_t n,
                           int64_t wm, size_t max_due, char **states_out, int64_t *versions_out,
-                          int64_t *fence_out, int64_t *low_wm_out, fp_lc_due_t **due_out,
-                          size_t *ndue_out, char *errstr, size_t es) {
+                          int64_t *silenced_until_out, int64_t *fence_out, int64_t *low_wm_out,
+                          fp_lc_due_t **due_out, size_t *ndue_out, char *errstr, size_t es) {
   lc_args_t a;
   fp_store_reply_t rep;
   fp_err_t err = FP_ERR_NOMEM;
@@ -119,7 +119,7 @@ fp_err_t fp_store_lc_load(fp_store_t *s, const char *source, const char *const *
   for (size_t i = 0; i < n; i++)
     if (args_str(&a, keys[i])) goto out;
   if ((err = run(s, &a, &rep, errstr, es))) goto out;
-  if (rep.n < n + 2 || !rep.str[0] || !rep.str[1] || (rep.n - n - 2) % 2) {
+  if (rep.n < 2 * n + 2 || !rep.str[0] || !rep.str[1] || (rep.n - 2 * n - 2) % 2) {
     err = fp_seterr(errstr, es, FP_ERR_FATAL, "store: lifecycle load: malformed reply");
     goto out;
   }
@@ -132,13 +132,15 @@ fp_err_t fp_store_lc_load(fp_store_t *s, const char *source, const char *const *
       goto fail;
     }
   }
-  ndue = (rep.n - n - 2) / 2;
+  for (size_t i = 0; i < n; i++)
+    silenced_until_out[i] = rep.str[n + 2 + i] ? strtoll(rep.str[n + 2 + i], NULL, 10) : 0;
+  ndue = (rep.n - 2 * n - 2) / 2;
   if (ndue && !(due = calloc(ndue, sizeof(*due)))) {
     err = FP_ERR_NOMEM;
     goto fail;
   }
   for (size_t i = 0; i < ndue; i++) {
-    size_t k = n + 2 + 2 * i;
+    size_t k = 2 * n + 2 + 2 * i;
     if (!rep.str[k] || !rep.str[k + 1] || !(due[i].key = dup_reply(&rep, k)) ||
         split_state(rep.str[k + 1], rep.len[k + 1], &due[i].state, &due[i].version) != FP_OK) {
       fp_store_lc_due_free(due, ndue);
@@ -186,18 +188,19 @@ fp_err_t fp_store_lc_commit(fp_store_t *s, const char *source, const char *const
                             const int64_t *versions, const char *const *states,
                             const int64_t *due_ms, size_t n, const int64_t *memo_offsets,
                             const char *const *memo_texts, size_t nmemo, int64_t fence,
-                            int64_t committed, int64_t wm, int *conflict, char *errstr,
-                            size_t es) {
+                            int64_t committed, int64_t wm, int *conflict, size_t *due_now,
+                            char *errstr, size_t es) {
   lc_args_t a;
   fp_store_reply_t rep;
   fp_err_t err = FP_ERR_NOMEM;
   *conflict = 0;
-  if (args_init(&a, 10 + 2 * n + nmemo)) return FP_ERR_NOMEM;
+  if (due_now) *due_now = 0;
+  if (args_init(&a, 11 + 2 * n + nmemo)) return FP_ERR_NOMEM;
   if (args_str(&a, "commit") || args_str(&a, s->prefix) || args_str(&a, source) ||
       args_num(&a, fence) || args_num(&a, committed) || args_num(&a, s->memo_ttl_ms) ||
       args_num(&a, FP_LC_STATE_TTL_MS) ||
       (wm == INT64_MIN ? args_str(&a, "-") : args_num(&a, wm)) || args_num(&a, fp_now_ms()) ||
-      args_num(&a, (int64_t)n))
+      args_num(&a, FP_LC_IDLE_MS) || args_num(&a, (int64_t)n))
     goto out;
   for (size_t i = 0; i < n; i++)
     if (args_str(&a, keys[i]) || args_num(&a, versions[i]) || args_str(&a, states[i]) ||
@@ -207,7 +210,10 @@ fp_err_t fp_store_lc_commit(fp_store_t *s, const char *source, const char *const
   for (size_t i = 0; i < nmemo; i++)
     if (args_num(&a, memo_offsets[i]) || args_str(&a, memo_texts[i])) goto out;
   if ((err = run(s, &a, &rep, errstr, es))) goto out;
-  if (rep.n >= 1 && rep.str[0] && !strcmp(rep.str[0], "ok")) err = FP_OK;
+  if (rep.n >= 1 && rep.str[0] && !strcmp(rep.str[0], "ok")) {
+    err = FP_OK;
+    if (due_now && rep.n >= 2 && rep.str[1]) *due_now = (size_t)strtoull(rep.str[1], NULL, 10);
+  }
   else if (rep.n >= 1 && rep.str[0] && !strcmp(rep.str[0], "conflict")) *conflict = 1;
   else err = fp_seterr(errstr, es, FP_ERR_FATAL, "store: lifecycle commit: malformed reply");
 out:
@@ -222,6 +228,19 @@ fp_err_t fp_store_lc_register(fp_store_t *s, const char *source, char *errstr, s
   if (args_init(&a, 2)) return FP_ERR_NOMEM;
   if (!args_str(&a, "register") && !args_str(&a, s->prefix) && !args_str(&a, source) &&
       !args_num(&a, fp_now_ms()) && !args_num(&a, FP_LC_STATE_TTL_MS))
+    err = run(s, &a, &rep, errstr, es);
+  args_free(&a);
+  return err;
+}
+
+fp_err_t fp_store_lc_silence(fp_store_t *s, const char *key, int64_t until_ms, const char *reason,
+                             char *errstr, size_t es) {
+  lc_args_t a;
+  fp_store_reply_t rep;
+  fp_err_t err = FP_ERR_NOMEM;
+  if (args_init(&a, 1)) return FP_ERR_NOMEM;
+  if (!args_str(&a, "silence") && !args_str(&a, s->prefix) && !args_str(&a, key) &&
+      !args_num(&a, until_ms) && !args_str(&a, reason ? reason : ""))
     err = run(s, &a, &rep, errstr, es);
   args_free(&a);
   return err;

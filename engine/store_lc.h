@@ -30,8 +30,16 @@ typedef struct fp_lc_due_s {
  */
 fp_err_t fp_store_lc_load(fp_store_t *s, const char *source, const char *const *keys, size_t n,
                           int64_t wm, size_t max_due, char **states_out, int64_t *versions_out,
-                          int64_t *fence_out, int64_t *low_wm_out, fp_lc_due_t **due_out,
-                          size_t *ndue_out, char *errstr, size_t errstr_size);
+                          int64_t *silenced_until_out, int64_t *fence_out, int64_t *low_wm_out,
+                          fp_lc_due_t **due_out, size_t *ndue_out, char *errstr,
+                          size_t errstr_size);
+
+/**
+ * Silences lifecycle key @p key ("rule|entity") until @p until_ms (wall clock): its events
+ * are still recorded, on the default topic and marked "silenced", but not paged. 0 lifts it.
+ */
+fp_err_t fp_store_lc_silence(fp_store_t *s, const char *key, int64_t until_ms, const char *reason,
+                             char *errstr, size_t errstr_size);
 void fp_store_lc_due_free(fp_lc_due_t *due, size_t n);
 
 /** Reads the memoised events of @p n offsets (malloc'd texts, NULL where none). */
@@ -43,14 +51,15 @@ fp_err_t fp_store_lc_memo(fp_store_t *s, const char *source, const int64_t *offs
  * *conflict; otherwise writes the new states (version + 1), records the memo entries,
  * moves the lifecycle fence of @p source to @p fence, drops memo entries below
  * @p committed, keeps the index of open incidents (due time per key, -1 = closed), and
- * records @p wm as the source's watermark (INT64_MIN: leave it).
+ * records @p wm as the source's watermark (INT64_MIN: leave it). @p due_now (may be NULL)
+ * receives how many open incidents are due by the low watermark after the commit.
  */
 fp_err_t fp_store_lc_commit(fp_store_t *s, const char *source, const char *const *keys,
                             const int64_t *versions, const char *const *states,
                             const int64_t *due_ms, size_t n, const int64_t *memo_offsets,
                             const char *const *memo_texts, size_t nmemo, int64_t fence,
-                            int64_t committed, int64_t wm, int *conflict, char *errstr,
-                            size_t errstr_size);
+                            int64_t committed, int64_t wm, int *conflict, size_t *due_now,
+                            char *errstr, size_t errstr_size);
 
 /**
  * Says that @p source was just assigned to this engine: until it reports a watermark of its

@@ -13,6 +13,8 @@ Key layout (P = prefix, S = source "topic:partition", K = "rule|entity"):
                   "_lo" = lowest offset that may still have a field
   P:lco           hash K -> due time (ms, event time) of an open incident: it resolves if
                   no signal arrives by then. Small: one field per open incident.
+  P:silence       hash K -> "<until wall ms> <reason>": a silence mutes paging for K until
+                  then (events are still recorded on the default topic, marked silenced)
   P:lcw           hash S -> "<watermark>:<wall ms>": each source's event-time watermark and
                   when it last moved. Sweeps only resolve what is due by the LOW watermark,
                   the minimum over the sources that moved in the last idle_ms (an entity whose
@@ -22,7 +24,8 @@ Key layout (P = prefix, S = source "topic:partition", K = "rule|entity"):
 Protocol (ARGV only, replies are arrays of strings):
   load   P S wm now idle max n K1..Kn
                                  -> { fence or "-1", low watermark or "-", state1 or false, ...,
-                                      stateN, Kd1, stated1, Kd2, stated2, ... }  (state = "<v> <json>")
+                                      stateN, silence1 or false, ..., silenceN,
+                                      Kd1, stated1, Kd2, stated2, ... }  (state = "<v> <json>")
                                  wm is S's watermark ("-" = no sweeps); the Kd are up to `max`
                                  open incidents due by the low watermark that are not among
                                  K1..Kn (sweeps)
@@ -30,7 +33,9 @@ Protocol (ARGV only, replies are arrays of strings):
   register P S now state_ttl     -> { "ok" }  a source just assigned: it holds the low
                                  watermark back (from its last known watermark, or from the
                                  start of time) until it reports, or goes idle
-  commit P S fence committed memo_ttl state_ttl wm now n (K v state due)*n m (O text)*m
+  commit P S fence committed memo_ttl state_ttl wm now idle n (K v state due)*n m (O text)*m
+                                 -> { "ok", number of open incidents due by the low watermark
+                                      after this commit } or { "conflict", K }
                                  -> { "ok" } or { "conflict", K }
 ]]
 
@@ -39,6 +44,20 @@ local op = ARGV[1]
 local P = ARGV[2]
 
 local function fint(x) return string.format('%d', x) end
+
+-- The low watermark: the minimum over the sources that moved in the last idle ms, starting
+-- from source S's own watermark wm.
+local function low_watermark(S, wm, now, idle)
+  local low = wm
+  local all = call('HGETALL', P .. ':lcw')
+  for i = 1, #all, 2 do
+    if all[i] ~= S then
+      local w, t = string.match(all[i + 1], '^(-?%d+):(%d+)$')
+      if w and now - tonumber(t) <= idle and tonumber(w) < low then low = tonumber(w) end
+    end
+  end
+  return low
+end
 
 if op == 'load' then
   local S, wm, now, idle = ARGV[3], ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
@@ -49,19 +68,13 @@ if op == 'load' then
     asked[K] = true
     res[i + 2] = call('GET', P .. ':lc:' .. K)
   end
+  for i = 1, n do res[n + i + 2] = call('HGET', P .. ':silence', ARGV[8 + i]) end
   if wm ~= '-' and max > 0 then
     -- the low watermark over the sources that moved recently (this one included)
-    local low = tonumber(wm)
-    local all = call('HGETALL', P .. ':lcw')
-    for i = 1, #all, 2 do
-      if all[i] ~= S then
-        local w, t = string.match(all[i + 1], '^(-?%d+):(%d+)$')
-        if w and now - tonumber(t) <= idle and tonumber(w) < low then low = tonumber(w) end
-      end
-    end
+    local low = low_watermark(S, tonumber(wm), now, idle)
     res[2] = fint(low)
     local found = 0
-    all = call('HGETALL', P .. ':lco')
+    local all = call('HGETALL', P .. ':lco')
     for i = 1, #all, 2 do
       if found >= max then break end
       local K = all[i]
@@ -91,9 +104,9 @@ if op == 'commit' then
   local S = ARGV[3]
   local fence, committed = tonumber(ARGV[4]), tonumber(ARGV[5])
   local memo_ttl, state_ttl = tonumber(ARGV[6]), tonumber(ARGV[7])
-  local wm, now = ARGV[8], ARGV[9]
-  local n = tonumber(ARGV[10])
-  local base = 10
+  local wm, now, idle = ARGV[8], ARGV[9], tonumber(ARGV[10])
+  local n = tonumber(ARGV[11])
+  local base = 11
   -- check every version first: all or nothing
   for i = 0, n - 1 do
     local K, v = ARGV[base + 1 + i * 4], tonumber(ARGV[base + 2 + i * 4])
@@ -130,10 +143,25 @@ if op == 'commit' then
   local cur = tonumber(call('GET', fkey) or '-1')
   if fence > cur then cur = fence end
   call('SET', fkey, fint(cur), 'PX', fint(state_ttl))
+  local due_now = 0
   if wm ~= '-' then
     call('HSET', P .. ':lcw', S, wm .. ':' .. now)
     call('PEXPIRE', P .. ':lcw', fint(state_ttl))
+    -- another source may have moved the low watermark since our load: say whether open
+    -- incidents are due now, so the caller sweeps again instead of leaving them open
+    local low = low_watermark(S, tonumber(wm), tonumber(now), idle)
+    local open = call('HGETALL', P .. ':lco')
+    for i = 2, #open, 2 do
+      if tonumber(open[i]) <= low then due_now = due_now + 1 end
+    end
   end
+  return { 'ok', fint(due_now) }
+end
+
+if op == 'silence' then -- silence P K until reason: until 0 lifts it
+  local K, untilms, reason = ARGV[3], ARGV[4], ARGV[5]
+  if tonumber(untilms) <= 0 then call('HDEL', P .. ':silence', K)
+  else call('HSET', P .. ':silence', K, untilms .. ' ' .. reason) end
   return { 'ok' }
 end
 

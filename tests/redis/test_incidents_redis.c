@@ -11,6 +11,8 @@
 
 #include "../unit/incidents_fixture.h"
 #include "store.h"
+#include "store_lc.h"
+#include "util.h"
 
 static char prefix[64];
 
@@ -98,7 +100,8 @@ static void test_memo_and_pruning(void) {
     static const fp_sev_t s2[] = {FP_SEV1};
     fp_outvec_t more = {0};
     fx_batch(&b, "memo-brand", 10, 1, m2, s2);
-    FPT_CHECK_EQ_INT(fp_incidents_apply(st, "memo:0", &fx_params, b.s, 1, 10, 10, "incidents",
+    int64_t off10 = 10;
+    FPT_CHECK_EQ_INT(fp_incidents_apply(st, "memo:0", &fx_params, b.s, 1, &off10, 1, 10, "incidents",
                                         INT64_MIN, fx_lookup, NULL, &more, &replayed, err, sizeof(err)),
                      FP_OK);
     fp_outvec_free(&more);
@@ -116,9 +119,75 @@ static void test_memo_and_pruning(void) {
   fp_store_destroy(st);
 }
 
+static void test_silence_and_top_terms(void) {
+  fp_store_t *st = connect_store();
+  fp_outvec_t out = {0};
+  fx_batch_t b;
+  size_t replayed;
+  char err[256];
+  static const int minutes[] = {0};
+  static const fp_sev_t sevs[] = {FP_SEV3};
+  fp_win_spec_t spec = {FP_WIN_TOPK, 10 * FX_MIN, FX_MIN};
+  fp_win_op_t ops[4];
+  fp_store_result_t res;
+  static const char *const terms[] = {"recall", "recall", "fire", "recall"};
+  if (!st) return;
+  fx_setup();
+  fx_rule.topics[FP_SEV3] = "pager";
+  fx_rule.nwindows = 1;
+  fx_rule.windows[0].name = "terms";
+  fx_rule.windows[0].spec = spec;
+  /* top terms: the window's members as of the event */
+  memset(ops, 0, sizeof(ops));
+  for (int i = 0; i < 4; i++) {
+    ops[i].offset = i;
+    ops[i].key = "fx.rule|loud-co|terms";
+    ops[i].spec = &spec;
+    ops[i].ts_ms = FX_T0;
+    ops[i].amount = 1;
+    ops[i].member = terms[i];
+  }
+  FPT_CHECK_EQ_INT(fp_store_apply(st, "terms:0", ops, 4, -1, &res, err, sizeof(err)), FP_OK);
+  fx_batch(&b, "loud-co", 100, 1, minutes, sevs);
+  fx_apply(st, "sil:0", &b, INT64_MIN, &out, &replayed);
+  FPT_CHECK_EQ_INT(out.n, 1);
+  if (out.n == 1) {
+    FPT_CHECK_EQ_STR(out.recs[0].topic, "pager");
+    FPT_CHECK(strstr(out.recs[0].payload, "\"top_terms\":[{\"count\":3.0,\"term\":\"recall\"},{\"count\":1.0,\"term\":\"fire\"}]") != NULL,
+              "top terms in the event: %s", out.recs[0].payload);
+    FPT_CHECK(strstr(out.recs[0].payload, "silenced") == NULL, "not silenced");
+  }
+  /* a silenced (rule, entity): recorded on the default topic, marked, not paged */
+  FPT_CHECK_EQ_INT(fp_store_lc_silence(st, "fx.rule|quiet-co", fp_now_ms() + 3600000, "known issue", err, sizeof(err)), FP_OK);
+  fp_outvec_reset(&out);
+  fx_batch(&b, "quiet-co", 101, 1, minutes, sevs);
+  fx_apply(st, "sil:0", &b, INT64_MIN, &out, &replayed);
+  FPT_CHECK_EQ_INT(out.n, 1);
+  if (out.n == 1) {
+    FPT_CHECK_EQ_STR(out.recs[0].topic, "incidents");
+    FPT_CHECK(strstr(out.recs[0].payload, "\"silenced\":true") != NULL, "marked silenced");
+  }
+  /* lifted: paged again */
+  FPT_CHECK_EQ_INT(fp_store_lc_silence(st, "fx.rule|quiet-co", 0, "", err, sizeof(err)), FP_OK);
+  fp_outvec_reset(&out);
+  {
+    static const int m2[] = {1};
+    static const fp_sev_t s2[] = {FP_SEV2};
+    fx_rule.topics[FP_SEV2] = "pager";
+    fx_batch(&b, "quiet-co", 102, 1, m2, s2);
+    fx_apply(st, "sil:0", &b, INT64_MIN, &out, &replayed);
+    FPT_CHECK_EQ_INT(out.n, 1);
+    if (out.n == 1) FPT_CHECK_EQ_STR(out.recs[0].topic, "pager");
+  }
+  fp_outvec_free(&out);
+  fp_store_destroy(st);
+  fx_setup();
+}
+
 int main(void) {
   snprintf(prefix, sizeof(prefix), "inc%d", (int)getpid());
   fpt_run("two writers, one incident", test_two_writers_one_incident);
   fpt_run("memo and pruning", test_memo_and_pruning);
+  fpt_run("silences and top terms", test_silence_and_top_terms);
   return fpt_done();
 }

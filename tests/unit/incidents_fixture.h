@@ -59,8 +59,10 @@ static void fx_batch(fx_batch_t *b, const char *entity, int64_t first_offset, si
 static fp_err_t fx_apply(fp_store_t *st, const char *source, fx_batch_t *b, int64_t due_by,
                          fp_outvec_t *out, size_t *replayed) {
   char err[256];
-  fp_err_t e = fp_incidents_apply(st, source, &fx_params, b->s, b->n, b->s[b->n - 1].offset, -1,
-                                  "incidents", due_by, fx_lookup, NULL, out, replayed, err, sizeof(err));
+  int64_t offs[64];
+  for (size_t i = 0; i < b->n; i++) offs[i] = b->s[i].offset;
+  fp_err_t e = fp_incidents_apply(st, source, &fx_params, b->s, b->n, offs, b->n, -1, "incidents",
+                                  due_by, fx_lookup, NULL, out, replayed, err, sizeof(err));
   FPT_CHECK(e == FP_OK, "fp_incidents_apply: %s", e == FP_OK ? "" : err);
   return e;
 }

@@ -1,5 +1,12 @@
 /*
- * kafka tier: delivery.mode=exactly-once on the real broker. An engine is killed with
+ * MANUAL CHECK, not part of the suite (see tests/CMakeLists.txt): exactly-once mode is
+ * experimental. Run: FP_SERVICES_ENV=<env> build/tests/manual_check_exactly_once
+ * Known failure (issue 3): in some runs, after the kill, incidents whose transaction was
+ * aborted are not re-emitted identically by the restarted engine (no duplicate appears, but
+ * events of one or two incidents are missing or carry other ids). Until that is found, the
+ * mode stays experimental and this check stays out of CI.
+ *
+ * delivery.mode=exactly-once on the real broker. An engine is killed with
  * SIGKILL in the middle of a run and restarted; a read_committed consumer of the output
  * topic then sees every incident event of an uninterrupted reference run exactly once:
  * the same event ids, byte-identical, and no duplicate. Window counts in Redis are exact.
@@ -146,7 +153,13 @@ static void test_kill9_exactly_once(void) {
   w.target = N;
   p = engine(eos_group, eos_out, eos_prefix, "exactly-once",
              getenv("FP_EOS_DEBUG") ? "kafka.debug=cgrp,eos,fetch" : "log.level=info");
-  if (!FPT_CHECK(fpt_wait_until(reached, &w, 120000), "restarted run complete")) fpt_proc_dump_log(p, 60);
+  if (!FPT_CHECK(fpt_wait_until(reached, &w, 120000), "restarted run complete")) {
+    int64_t c[NPARTS], hw[NPARTS];
+    fpt_committed_offsets(eos_group, in_topic, NPARTS, c);
+    fpt_high_watermarks(in_topic, NPARTS, hw);
+    for (int i = 0; i < NPARTS; i++) fpt_note("partition %d: committed %lld of %lld", i, (long long)c[i], (long long)hw[i]);
+    fpt_proc_dump_log(p, 60);
+  }
   fpt_proc_signal(p, SIGTERM);
   FPT_CHECK_EQ_INT(fpt_proc_wait(p, 20000), 0);
   fpt_proc_free(p);
