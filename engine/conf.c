@@ -81,6 +81,9 @@ static const fp_confdef_t fp_confdefs[] = {
      "commit.interval.ms."},
     {"commit.interval.ms", T_INT, "1000", 10, 600000, NULL, F(commit_interval_ms), 0,
      "How often stored offsets are committed (and, in exactly-once mode, transactions)."},
+    {"store.rebuild", T_DURATION, "1h", 0, 30LL * 86400 * 1000, NULL, F(rebuild_ms), 0,
+     "When Redis lost data (its fence is behind the committed offset), replay this much history "
+     "(by Kafka timestamp) to rebuild the windows; mentions already committed emit nothing again."},
     {"store.backend", T_ENUM, "redis", 0, 0, "redis|memory", F(backend), 0,
      "Window and incident state: redis (shared by every instance) or memory (one process)."},
     {"redis.host", T_STR, "127.0.0.1", 0, 0, NULL, F(redis_host), 0, "Redis host."},

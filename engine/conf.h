@@ -37,6 +37,7 @@ struct fp_conf_s {
   int64_t batch_size;
   int64_t queue_max;       /* messages queued per worker before partitions are paused */
   int64_t lateness_ms;
+  int64_t rebuild_ms;      /* history replayed to rebuild windows after Redis lost data */
   int64_t delivery;        /* fp_delivery_t */
   int64_t commit_interval_ms;
   /* state store */

@@ -96,10 +96,12 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
       atomic_store(&p->max_event_ms, INT64_MIN);
       atomic_store(&p->needs_register, 1);
       atomic_store(&p->txn_next, -1);
-      fp_worker_wake_register(&e->workers[p->worker]);
+      atomic_store(&p->rebuild_until, 0);
     }
     fp_log(FP_LOG_INFO, "engine", "assigned %d partition(s)", parts->cnt);
     error = rd_kafka_incremental_assign(rk, parts);
+    /* the workers register the partitions and check the store (a seek needs the assignment) */
+    for (size_t w = 0; w < e->nworkers; w++) fp_worker_wake_register(&e->workers[w]);
   } else if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
     for (int i = 0; i < parts->cnt; i++) {
       fp_part_t *p = fp_engine_part(e, parts->elems[i].topic, parts->elems[i].partition, 0);

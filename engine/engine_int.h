@@ -30,6 +30,8 @@ typedef struct fp_part_s {
   _Atomic int64_t committed;     /* last committed offset reported by Kafka, -1 if none */
   _Atomic int needs_register;    /* assigned: the owning worker registers it in the store */
   _Atomic int64_t txn_next;      /* exactly-once: next offset to send with the transaction, -1 none */
+  _Atomic int64_t rebuild_until; /* rebuilding after Redis lost data: outputs of offsets below
+                                    this were emitted before and are not produced again */
   int paused;                    /* run thread only */
   struct fp_part_s *next;
 } fp_part_t;

@@ -112,19 +112,95 @@ void fp_worker_wake_register(fp_worker_t *w) {
   pthread_mutex_unlock(&w->mu);
 }
 
-/* Registers our newly assigned partitions' sources (see fp_store_lc_register). */
+/* Drops the queued messages of one partition (they are fetched again after a seek). */
+static void purge_part(fp_worker_t *w, fp_part_t *p) {
+  fp_qnode_t **pp, *n;
+  pthread_mutex_lock(&w->mu);
+  w->tail = NULL;
+  for (pp = &w->head; (n = *pp);) {
+    if (n->part == p) {
+      *pp = n->next;
+      atomic_fetch_sub(&p->inflight, 1);
+      rd_kafka_message_destroy(n->msg);
+      free(n);
+      w->qlen--;
+    } else {
+      w->tail = n;
+      pp = &n->next;
+    }
+  }
+  pthread_mutex_unlock(&w->mu);
+}
+
+/*
+ * After Redis lost data (restarted without persistence, flushed, failed over to a stale
+ * replica) its fence for a partition is behind the partition's committed offset: windows
+ * miss mentions that were counted before. The worker notices when the partition is assigned,
+ * seeks it back by store.rebuild of Kafka time, and replays: windows and lifecycle state are
+ * rebuilt, while the outputs of offsets already committed are not produced again
+ * (rebuild_until). What lies further back than store.rebuild is gone; the log says so.
+ */
+static void check_store_loss(fp_worker_t *w, fp_part_t *p) {
+  fp_engine_t *e = w->e;
+  char errbuf[256];
+  int64_t fence = -1, committed;
+  rd_kafka_topic_partition_list_t *l;
+  rd_kafka_error_t *error;
+
+  if (e->conf->backend != FP_BACKEND_REDIS || e->eos) return;
+  if (fp_store_fence(fp_pipeline_store(w->pipeline), p->source, &fence, errbuf, sizeof(errbuf)) != FP_OK)
+    return; /* Redis unreachable: the first run will wait for it */
+  l = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(l, p->topic, p->partition);
+  if (rd_kafka_committed(e->consumer, l, 5000) || (committed = l->elems[0].offset) <= 0 ||
+      fence >= committed - 1) {
+    rd_kafka_topic_partition_list_destroy(l);
+    return;
+  }
+  /* the offset of the first message within store.rebuild of now, by Kafka timestamp */
+  l->elems[0].offset = fp_now_ms() - e->conf->rebuild_ms;
+  int64_t from = committed;
+  if (!rd_kafka_offsets_for_times(e->consumer, l, 5000) && !l->elems[0].err && l->elems[0].offset >= 0 &&
+      l->elems[0].offset < committed)
+    from = l->elems[0].offset;
+  if (from > fence + 1) {
+    fp_log(FP_LOG_WARN, "store", "%s: the state store lost data (fence %lld, committed %lld); "
+           "offsets %lld..%lld are beyond store.rebuild and stay uncounted", p->source,
+           (long long)fence, (long long)committed, (long long)(fence + 1), (long long)(from - 1));
+  }
+  fp_log(FP_LOG_WARN, "store", "%s: the state store lost data (fence %lld, committed %lld): "
+         "rebuilding windows from offset %lld", p->source, (long long)fence, (long long)committed,
+         (long long)from);
+  atomic_store(&p->rebuild_until, committed);
+  purge_part(w, p);
+  l->elems[0].offset = from;
+  l->elems[0].err = RD_KAFKA_RESP_ERR_NO_ERROR;
+  if ((error = rd_kafka_seek_partitions(e->consumer, l, 5000))) {
+    fp_log(FP_LOG_ERROR, "store", "%s: seek for the rebuild failed: %s", p->source, rd_kafka_error_string(error));
+    rd_kafka_error_destroy(error);
+    atomic_store(&p->rebuild_until, 0);
+  }
+  rd_kafka_topic_partition_list_destroy(l);
+}
+
+/* Registers our newly assigned partitions' sources (see fp_store_lc_register) and checks
+ * that the state store still knows what Kafka says was done. */
 static void register_parts(fp_worker_t *w) {
   fp_engine_t *e = w->e;
   char errbuf[256];
+  fp_part_t *mine[256];
+  size_t n = 0;
   if (!atomic_exchange(&w->register_pending, 0)) return;
   pthread_mutex_lock(&e->parts_mu);
-  for (fp_part_t *p = e->parts; p; p = p->next) {
-    if (p->worker != w->idx || !atomic_exchange(&p->needs_register, 0)) continue;
-    if (fp_store_lc_register(fp_pipeline_store(w->pipeline), p->source, errbuf, sizeof(errbuf)) != FP_OK)
-      fp_log_once(FP_LOG_WARN, "incidents", "registering %s failed: %s (sweeps may resolve early)",
-                  p->source, errbuf);
-  }
+  for (fp_part_t *p = e->parts; p && n < 256; p = p->next)
+    if (p->worker == w->idx && atomic_exchange(&p->needs_register, 0)) mine[n++] = p;
   pthread_mutex_unlock(&e->parts_mu);
+  for (size_t i = 0; i < n; i++) {
+    if (fp_store_lc_register(fp_pipeline_store(w->pipeline), mine[i]->source, errbuf, sizeof(errbuf)) != FP_OK)
+      fp_log_once(FP_LOG_WARN, "incidents", "registering %s failed: %s (sweeps may resolve early)",
+                  mine[i]->source, errbuf);
+    check_store_loss(w, mine[i]);
+  }
 }
 
 size_t fp_worker_qlen(fp_worker_t *w) {
@@ -214,11 +290,12 @@ static fp_err_t emit_run(fp_worker_t *w, fp_part_t *p, size_t k, const fp_pipeli
   fp_err_t err = FP_OK;
   size_t cap = (size_t)e->conf->input_max_bytes;
 
+  int64_t rebuilt = atomic_load(&p->rebuild_until); /* outputs below this were emitted before */
   fp_ack_init(&ack);
   *ndlq = 0;
   for (size_t i = 0; i < k && !err; i++) {
     rd_kafka_message_t *m = b->nodes[i]->msg;
-    if (po->status[i] == FP_OK) continue;
+    if (po->status[i] == FP_OK || m->offset < rebuilt) continue;
     size_t keep = m->len < cap ? m->len : cap / 16; /* oversized: keep a prefix as evidence */
     err = produce_one(w, &ack, e->conf->dlq_topic, m->key, m->key_len, m->payload, keep,
                       dlq_headers(p, m->offset, po->status[i], po->reason[i], m->len, keep));
@@ -226,6 +303,7 @@ static fp_err_t emit_run(fp_worker_t *w, fp_part_t *p, size_t k, const fp_pipeli
   }
   for (size_t i = 0; i < po->events->n && !err; i++) {
     const fp_outrec_t *r = &po->events->recs[i];
+    if (r->offset < rebuilt) continue;
     err = produce_one(w, &ack, r->topic, r->key, r->key ? strlen(r->key) : 0, r->payload, r->len, NULL);
   }
   ack_wait(&ack);
@@ -307,8 +385,16 @@ static void process_run(fp_worker_t *w, fp_part_t *p, size_t k) {
 
   /* everything the run caused is acknowledged: store its end (unless the partition was lost);
    * in exactly-once mode the end travels with the transaction instead (txn.c) */
+  int64_t rebuild = atomic_load(&p->rebuild_until), next_off = b->nodes[k - 1]->msg->offset + 1;
+  if (rebuild && next_off >= rebuild) {
+    atomic_store(&p->rebuild_until, 0);
+    fp_log(FP_LOG_INFO, "store", "%s: windows rebuilt up to the committed offset %lld", p->source,
+           (long long)rebuild);
+  }
   if (e->eos) {
-    atomic_store(&p->txn_next, b->nodes[k - 1]->msg->offset + 1);
+    atomic_store(&p->txn_next, next_off);
+  } else if (rebuild && next_off <= rebuild) {
+    /* still rebuilding below the committed offset: storing would move the commit back */
   } else if (atomic_load(&p->revoked) != 2) {
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
     int64_t next = b->nodes[k - 1]->msg->offset + 1;
