@@ -89,6 +89,10 @@ static fp_err_t split_state(const char *p, size_t len, char **state, int64_t *ve
   return FP_OK;
 }
 
+static int due_cmp(const void *a, const void *b) {
+  return strcmp(((const fp_lc_due_t *)a)->key, ((const fp_lc_due_t *)b)->key);
+}
+
 void fp_store_lc_due_free(fp_lc_due_t *due, size_t n) {
   for (size_t i = 0; due && i < n; i++) {
     free(due[i].key);
@@ -148,6 +152,9 @@ fp_err_t fp_store_lc_load(fp_store_t *s, const char *source, const char *const *
       goto fail;
     }
   }
+  /* hashes have no order, and not the same one in Redis and in-process: sort, so sweeps
+   * step (and their events appear) in the same order everywhere */
+  if (ndue > 1) qsort(due, ndue, sizeof(*due), due_cmp);
   *due_out = due;
   *ndue_out = ndue;
   err = FP_OK;
