@@ -201,7 +201,7 @@ int fp_demo_main(int argc, char **argv) {
   }
   rd_kafka_mock_topic_create(mc, "mentions", 4, 1);
   rd_kafka_mock_topic_create(mc, "incidents", 1, 1);
-  rd_kafka_mock_topic_create(mc, "pager", 1, 1);
+  rd_kafka_mock_topic_create(mc, "incidents.pager", 1, 1); /* the example pack pages sev1/sev2 */
   rd_kafka_mock_topic_create(mc, "mentions.dlq", 1, 1);
 
   /* 2. the state store */
@@ -287,7 +287,7 @@ int fp_demo_main(int argc, char **argv) {
   {
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(2);
     rd_kafka_topic_partition_list_add(l, "incidents", 0)->offset = RD_KAFKA_OFFSET_BEGINNING;
-    rd_kafka_topic_partition_list_add(l, "pager", 0)->offset = RD_KAFKA_OFFSET_BEGINNING;
+    rd_kafka_topic_partition_list_add(l, "incidents.pager", 0)->offset = RD_KAFKA_OFFSET_BEGINNING;
     rd_kafka_assign(cons, l);
     rd_kafka_topic_partition_list_destroy(l);
   }
@@ -297,8 +297,7 @@ int fp_demo_main(int argc, char **argv) {
     while (!demo_interrupted && fp_mono_ns() < deadline) {
       rd_kafka_message_t *m = rd_kafka_consumer_poll(cons, 200);
       if (m) {
-        if (!m->err && !strcmp(rd_kafka_topic_name(m->rkt), "incidents"))
-          print_incident(m->payload, m->len, counts);
+        if (!m->err) print_incident(m->payload, m->len, counts); /* incidents and the pager */
         rd_kafka_message_destroy(m);
         idle_since = fp_mono_ns();
         continue;
