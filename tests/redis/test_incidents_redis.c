@@ -63,6 +63,8 @@ static void test_two_writers_one_incident(void) {
   pthread_t t1, t2;
   worker_arg_t a1 = {"in:0", 0, 0, 0, 0}, a2 = {"in:1", 1000, 0, 0, 0};
   fx_setup();
+  /* the harness reads its env file lazily and is not thread-safe: read it here, once */
+  FPT_CHECK(fpt_redis_host() != NULL && fpt_redis_port() > 0, "services known");
   pthread_create(&t1, NULL, worker, &a1);
   pthread_create(&t2, NULL, worker, &a2);
   pthread_join(t1, NULL);
