@@ -148,8 +148,17 @@ static void check_store_loss(fp_worker_t *w, fp_part_t *p) {
   rd_kafka_error_t *error;
 
   if (e->conf->backend != FP_BACKEND_REDIS || e->eos) return;
-  if (fp_store_fence(fp_pipeline_store(w->pipeline), p->source, &fence, errbuf, sizeof(errbuf)) != FP_OK)
-    return; /* Redis unreachable: the first run will wait for it */
+  {
+    /* the lifecycle fence moves to the end of every run (the window fence only where a rule
+     * updated a window), so after a clean stop it is exactly the committed offset - 1 */
+    int64_t low;
+    fp_lc_due_t *due = NULL;
+    size_t ndue = 0;
+    if (fp_store_lc_load(fp_pipeline_store(w->pipeline), p->source, NULL, 0, INT64_MIN, 0, NULL, NULL,
+                         NULL, &fence, &low, &due, &ndue, errbuf, sizeof(errbuf)) != FP_OK)
+      return; /* Redis unreachable: the first run will wait for it */
+    fp_store_lc_due_free(due, ndue);
+  }
   l = rd_kafka_topic_partition_list_new(1);
   rd_kafka_topic_partition_list_add(l, p->topic, p->partition);
   if (rd_kafka_committed(e->consumer, l, 5000) || (committed = l->elems[0].offset) <= 0 ||
