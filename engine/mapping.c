@@ -96,25 +96,6 @@ const char *fp_mapping_name(const fp_mapping_t *m) { return m->name; }
 
 /* ---- timestamps ---------------------------------------------------------------------- */
 
-static int64_t days_from_civil(int64_t y, int m, int d) {
-  y -= m <= 2;
-  int64_t era = (y >= 0 ? y : y - 399) / 400;
-  int64_t yoe = y - era * 400;
-  int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-  int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-  return era * 146097 + doe - 719468;
-}
-
-static int ndigits(const char *s, int n, int *out) {
-  int v = 0;
-  for (int i = 0; i < n; i++) {
-    if (!isdigit((unsigned char)s[i])) return -1;
-    v = v * 10 + (s[i] - '0');
-  }
-  *out = v;
-  return 0;
-}
-
 /* "Wed Oct 10 20:19:24 +0000 2018" */
 static fp_err_t parse_twitter(const char *s, int64_t *ms) {
   static const char *const mons[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
@@ -125,13 +106,13 @@ static fp_err_t parse_twitter(const char *s, int64_t *ms) {
     return FP_ERR_SCHEMA;
   for (int i = 0; i < 12; i++)
     if (!strncmp(s + 4, mons[i], 3)) mo = i + 1;
-  if (mo < 0 || ndigits(s + 8, 2, &d) || ndigits(s + 11, 2, &h) || ndigits(s + 14, 2, &mi) ||
-      ndigits(s + 17, 2, &sec) || ndigits(s + 21, 2, &oh) || ndigits(s + 23, 2, &om) ||
-      ndigits(s + 26, 4, &y))
+  if (mo < 0 || fp_parse_digits(s + 8, 2, &d) || fp_parse_digits(s + 11, 2, &h) || fp_parse_digits(s + 14, 2, &mi) ||
+      fp_parse_digits(s + 17, 2, &sec) || fp_parse_digits(s + 21, 2, &oh) || fp_parse_digits(s + 23, 2, &om) ||
+      fp_parse_digits(s + 26, 4, &y))
     return FP_ERR_SCHEMA;
   if (d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60 || oh > 23 || om > 59) return FP_ERR_SCHEMA;
   sign = s[20] == '-' ? -1 : 1;
-  *ms = (days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec - sign * (oh * 60 + om) * 60) * 1000;
+  *ms = (fp_days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec - sign * (oh * 60 + om) * 60) * 1000;
   return FP_OK;
 }
 

@@ -47,7 +47,7 @@ fp_err_t fp_duration_parse(const char *s, int64_t *ms_out) {
 }
 
 /* Days from 1970-01-01 to y-m-d in the proleptic Gregorian calendar (Hinnant's algorithm). */
-static int64_t days_from_civil(int64_t y, int m, int d) {
+int64_t fp_days_from_civil(int64_t y, int m, int d) {
   y -= m <= 2;
   int64_t era = (y >= 0 ? y : y - 399) / 400;
   int64_t yoe = y - era * 400;
@@ -56,7 +56,7 @@ static int64_t days_from_civil(int64_t y, int m, int d) {
   return era * 146097 + doe - 719468;
 }
 
-static int digits(const char *s, int n, int *out) {
+int fp_parse_digits(const char *s, int n, int *out) {
   int v = 0;
   for (int i = 0; i < n; i++) {
     if (!isdigit((unsigned char)s[i])) return -1;
@@ -71,10 +71,10 @@ fp_err_t fp_time_parse_rfc3339(const char *s, int64_t *ms_out) {
   static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
 
   if (!s || strlen(s) < 20) return FP_ERR_SCHEMA;
-  if (digits(s, 4, &y) || s[4] != '-' || digits(s + 5, 2, &mo) || s[7] != '-' ||
-      digits(s + 8, 2, &d) || (s[10] != 'T' && s[10] != 't' && s[10] != ' ') ||
-      digits(s + 11, 2, &h) || s[13] != ':' || digits(s + 14, 2, &mi) || s[16] != ':' ||
-      digits(s + 17, 2, &sec))
+  if (fp_parse_digits(s, 4, &y) || s[4] != '-' || fp_parse_digits(s + 5, 2, &mo) || s[7] != '-' ||
+      fp_parse_digits(s + 8, 2, &d) || (s[10] != 'T' && s[10] != 't' && s[10] != ' ') ||
+      fp_parse_digits(s + 11, 2, &h) || s[13] != ':' || fp_parse_digits(s + 14, 2, &mi) || s[16] != ':' ||
+      fp_parse_digits(s + 17, 2, &sec))
     return FP_ERR_SCHEMA;
   if (mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] || h > 23 || mi > 59 || sec > 60)
     return FP_ERR_SCHEMA;
@@ -92,14 +92,14 @@ fp_err_t fp_time_parse_rfc3339(const char *s, int64_t *ms_out) {
   if (*s == 'Z' || *s == 'z') s++;
   else if (*s == '+' || *s == '-') {
     int oh, om, sign = *s == '-' ? -1 : 1;
-    if (digits(s + 1, 2, &oh) || s[3] != ':' || digits(s + 4, 2, &om) || oh > 23 || om > 59)
+    if (fp_parse_digits(s + 1, 2, &oh) || s[3] != ':' || fp_parse_digits(s + 4, 2, &om) || oh > 23 || om > 59)
       return FP_ERR_SCHEMA;
     off = sign * (oh * 60 + om);
     s += 6;
   } else
     return FP_ERR_SCHEMA;
   if (*s) return FP_ERR_SCHEMA;
-  *ms_out = ((days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec) - off * 60) * 1000 + ms;
+  *ms_out = ((fp_days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec) - off * 60) * 1000 + ms;
   return FP_OK;
 }
 

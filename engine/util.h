@@ -26,6 +26,11 @@ fp_err_t fp_duration_parse(const char *s, int64_t *ms_out);
  * offsets accepted) into epoch milliseconds. @returns FP_OK or FP_ERR_SCHEMA.
  */
 fp_err_t fp_time_parse_rfc3339(const char *s, int64_t *ms_out);
+/** Days from 1970-01-01 to the date @p y - @p m - @p d (proleptic Gregorian). */
+int64_t fp_days_from_civil(int64_t y, int m, int d);
+/** Reads exactly @p n decimal digits at @p s into *out. @returns 0, or -1 on a non-digit. */
+int fp_parse_digits(const char *s, int n, int *out);
+
 /** Formats epoch milliseconds as "YYYY-MM-DDTHH:MM:SS.mmmZ" into @p buf (>= 25 bytes). */
 void fp_time_format(int64_t ms, char *buf, size_t size);
 
