@@ -653,3 +653,16 @@ int64_t fpe_monitor_count(redisContext *c, int duration_ms, const char *const *n
 void fpe_monitor_stop(redisContext *c) {
   if (c) redisFree(c);
 }
+
+void fpe_windows_check_equal(const fpe_env_t *got, const fpe_env_t *want, const char *rule_id) {
+  size_t ng = 0, nw = 0;
+  char **g = fpe_windows_dump(got, rule_id, &ng), **w = fpe_windows_dump(want, rule_id, &nw);
+  char what[96];
+  snprintf(what, sizeof(what), "%s windows vs reference", rule_id);
+  if (g && w) {
+    FPT_CHECK(nw > 0, "reference has %s windows", rule_id);
+    fpe_lines_check_equal(g, ng, w, nw, what);
+  }
+  fpe_lines_free(g, ng);
+  fpe_lines_free(w, nw);
+}

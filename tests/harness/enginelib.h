@@ -158,6 +158,12 @@ void fpe_lines_free(char **lines, size_t n);
  */
 int fpe_lines_check_equal(char **a, size_t na, char **b, size_t nb, const char *what);
 
+/**
+ * @brief Checks that every window of @p rule_id in @p got equals the reference run @p want
+ * bucket for bucket (and that the reference has windows at all). Failures are recorded.
+ */
+void fpe_windows_check_equal(const fpe_env_t *got, const fpe_env_t *want, const char *rule_id);
+
 /** Incident events of an output topic, deduplicated by event_id. */
 typedef struct fpe_events_s {
   char **ids;      /**< sorted event ids */
