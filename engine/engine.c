@@ -51,6 +51,8 @@ fp_part_t *fp_engine_part(fp_engine_t *e, const char *topic, int32_t partition, 
     p->worker = (int)((fp_fnv1a(FP_FNV_INIT, topic, strlen(topic)) + (uint64_t)partition) % e->nworkers);
     p->committed = -1;
     p->txn_next = -1; /* nothing to send with a transaction until a run completes */
+    p->seek_to = -1;
+    p->expect = -1;
     p->next = e->parts;
     e->parts = p;
   }
@@ -81,6 +83,21 @@ static void drain_partitions(fp_engine_t *e, rd_kafka_topic_partition_list_t *li
   }
 }
 
+/* Resumes those of @p list that we paused (librdkafka 2.0 may rewind a partition that is
+ * resumed without being paused, librdkafka#4686: only what we paused is ever resumed). */
+static void resume_paused(fp_engine_t *e, rd_kafka_topic_partition_list_t *list) {
+  rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(list->cnt > 0 ? list->cnt : 1);
+  for (int i = 0; i < list->cnt; i++) {
+    fp_part_t *p = fp_engine_part(e, list->elems[i].topic, list->elems[i].partition, 0);
+    if (p && p->paused) {
+      rd_kafka_topic_partition_list_add(l, p->topic, p->partition);
+      p->paused = 0;
+    }
+  }
+  if (l->cnt) rd_kafka_resume_partitions(e->consumer, l);
+  rd_kafka_topic_partition_list_destroy(l);
+}
+
 static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                          rd_kafka_topic_partition_list_t *parts, void *opaque) {
   fp_engine_t *e = opaque;
@@ -97,6 +114,9 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
       atomic_store(&p->needs_register, 1);
       atomic_store(&p->txn_next, -1);
       atomic_store(&p->rebuild_until, 0);
+      atomic_store(&p->seek_to, -1);
+      p->expect = -1; /* the consumer starts at the committed offset */
+      p->rewind_logged = 0;
     }
     fp_log(FP_LOG_INFO, "engine", "assigned %d partition(s)", parts->cnt);
     error = rd_kafka_incremental_assign(rk, parts);
@@ -110,6 +130,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     /* Workers finish the batch they hold (storing its offsets unless lost) and drop the
      * rest of these partitions' queued messages. */
     drain_partitions(e, parts);
+    resume_paused(e, parts); /* a partition leaves unpaused: the next assignment starts clean */
     if (e->eos) fp_txn_commit(e, lost); /* their outputs and offsets commit together, or not at all */
     fp_log(FP_LOG_INFO, "engine", "%s %d partition(s)", lost ? "lost" : "revoked", parts->cnt);
     error = rd_kafka_incremental_unassign(rk, parts);
@@ -334,30 +355,91 @@ void fp_engine_stats(fp_engine_t *e, fp_stats_t *out) {
   LOAD(mentions_in); LOAD(mentions_decoded); LOAD(dead_lettered); LOAD(late);
   LOAD(duplicates_fenced); LOAD(rule_evals); LOAD(rule_errors); LOAD(incidents);
   LOAD(offsets_stored); LOAD(redis_roundtrips); LOAD(redis_errors);
-  LOAD(txn_commits); LOAD(txn_aborts);
+  LOAD(txn_commits); LOAD(txn_aborts); LOAD(redelivered);
 #undef LOAD
 }
 
-/* Pauses or resumes the partitions of workers whose queue crossed the watermarks. */
+/* Pauses the partitions of workers whose queue passed queue.max (or whose store or outputs
+ * fail) and resumes them below half of it. State is kept per partition: a partition assigned
+ * while its worker is paused gets paused too, and only partitions we paused are resumed. */
 static void backpressure(fp_engine_t *e) {
   for (size_t w = 0; w < e->nworkers; w++) {
     fp_worker_t *wk = &e->workers[w];
     size_t q = fp_worker_qlen(wk);
     int want = q >= (size_t)e->conf->queue_max || atomic_load(&wk->blocked);
-    if (want == wk->paused) continue;
-    if (!want && q > (size_t)e->conf->queue_max / 2) continue;
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(8);
+    if (!want && q > (size_t)e->conf->queue_max / 2) want = -1; /* hysteresis: leave as is */
+    rd_kafka_topic_partition_list_t *l = NULL;
     pthread_mutex_lock(&e->parts_mu);
-    for (fp_part_t *p = e->parts; p; p = p->next)
-      if (p->worker == (int)w && !atomic_load(&p->revoked))
-        rd_kafka_topic_partition_list_add(l, p->topic, p->partition);
+    for (fp_part_t *p = e->parts; p; p = p->next) {
+      if (p->worker != (int)w || atomic_load(&p->revoked) || want < 0 || p->paused == want) continue;
+      if (!l) l = rd_kafka_topic_partition_list_new(8);
+      rd_kafka_topic_partition_list_add(l, p->topic, p->partition);
+      p->paused = want;
+    }
     pthread_mutex_unlock(&e->parts_mu);
+    if (!l) continue;
     if (want) rd_kafka_pause_partitions(e->consumer, l);
     else rd_kafka_resume_partitions(e->consumer, l);
     fp_log(FP_LOG_DEBUG, "engine", "worker %zu: %s %d partition(s) (queue %zu)", w,
            want ? "paused" : "resumed", l->cnt, q);
-    wk->paused = want;
     rd_kafka_topic_partition_list_destroy(l);
+  }
+}
+
+/*
+ * A consumer may hand out an offset again that it already delivered in this assignment:
+ * librdkafka 2.0 restarts a fetch from a stale position after some resume and cooperative
+ * rebalance sequences (librdkafka#4637, #4686). The worker already has those messages, so a
+ * second copy would be evaluated twice in one run. Offsets only move forward within an
+ * assignment except after our own seeks, which reset p->expect. @returns 1 if m is such a
+ * redelivery (counted, logged once per assignment; the caller drops it).
+ */
+static int drop_redelivered(fp_engine_t *e, fp_part_t *p, const rd_kafka_message_t *m) {
+  if (p->expect < 0 || m->offset >= p->expect) {
+    p->expect = m->offset + 1;
+    return 0;
+  }
+  atomic_fetch_add(&e->stats.redelivered, 1);
+  if (!p->rewind_logged) {
+    p->rewind_logged = 1;
+    fp_log(FP_LOG_WARN, "kafka", "%s: the consumer delivered offset %lld again (next expected %lld); "
+           "dropping redelivered messages", p->source, (long long)m->offset, (long long)p->expect);
+  }
+  return 1;
+}
+
+/* Serves the workers' seek requests (store rebuilds): drops the partition's queued messages,
+ * makes whatever a worker still holds stale (gen), then seeks. Run thread. */
+static void serve_seeks(fp_engine_t *e) {
+  fp_part_t *want[64];
+  size_t n = 0;
+  if (!atomic_exchange(&e->seek_pending, 0)) return;
+  pthread_mutex_lock(&e->parts_mu);
+  for (fp_part_t *p = e->parts; p && n < 64; p = p->next)
+    if (atomic_load(&p->seek_to) >= 0) want[n++] = p;
+  pthread_mutex_unlock(&e->parts_mu);
+  if (n == 64) atomic_store(&e->seek_pending, 1); /* more next turn */
+  for (size_t i = 0; i < n; i++) {
+    fp_part_t *p = want[i];
+    int64_t to = atomic_load(&p->seek_to);
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_error_t *error;
+    atomic_fetch_add(&p->gen, 1);
+    fp_worker_purge_part(&e->workers[p->worker], p);
+    rd_kafka_topic_partition_list_add(l, p->topic, p->partition)->offset = to;
+    if (atomic_load(&p->revoked)) {
+      /* not ours any more: the next owner checks the store itself */
+    } else if ((error = rd_kafka_seek_partitions(e->consumer, l, 5000))) {
+      fp_log(FP_LOG_ERROR, "store", "%s: seek for the rebuild failed: %s", p->source,
+             rd_kafka_error_string(error));
+      rd_kafka_error_destroy(error);
+      atomic_store(&p->rebuild_until, 0);
+      p->expect = -1;
+    } else {
+      p->expect = to;
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+    atomic_store(&p->seek_to, -1);
   }
 }
 
@@ -432,10 +514,15 @@ fp_err_t fp_engine_run(fp_engine_t *e) {
           result = FP_ERR_NOMEM;
           break;
         }
-        atomic_fetch_add(&p->inflight, 1);
-        fp_worker_push(&e->workers[p->worker], p, m);
+        if (drop_redelivered(e, p, m)) {
+          rd_kafka_message_destroy(m);
+        } else {
+          atomic_fetch_add(&p->inflight, 1);
+          fp_worker_push(&e->workers[p->worker], p, m);
+        }
       }
     }
+    serve_seeks(e);
     backpressure(e);
   }
   if (atomic_load(&e->fatal)) result = FP_ERR_FATAL;

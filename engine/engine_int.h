@@ -32,7 +32,13 @@ typedef struct fp_part_s {
   _Atomic int64_t txn_next;      /* exactly-once: next offset to send with the transaction, -1 none */
   _Atomic int64_t rebuild_until; /* rebuilding after Redis lost data: outputs of offsets below
                                     this were emitted before and are not produced again */
-  int paused;                    /* run thread only */
+  _Atomic int64_t seek_to;       /* a worker asks the run thread to seek here (rebuild), -1 none */
+  _Atomic unsigned gen;          /* bumped by the run thread at each seek: queued messages of an
+                                    older generation are stale and dropped */
+  int64_t expect;                /* run thread only: highest offset handed to the worker + 1 in
+                                    this assignment, -1 unknown (see drop_redelivered) */
+  int paused;                    /* run thread only: we paused it in librdkafka */
+  int rewind_logged;             /* run thread only */
   struct fp_part_s *next;
 } fp_part_t;
 
@@ -51,6 +57,7 @@ void fp_ack_done(fp_ack_t *a, rd_kafka_resp_err_t err);
 typedef struct fp_qnode_s {
   rd_kafka_message_t *msg; /* owned */
   fp_part_t *part;         /* borrowed from the engine */
+  unsigned gen;            /* part->gen when it was queued */
   struct fp_qnode_s *next;
 } fp_qnode_t;
 
@@ -67,7 +74,6 @@ typedef struct fp_worker_s {
   _Atomic int register_pending;  /* some partition of ours waits for fp_store_lc_register */
   _Atomic int reload;    /* set by fp_engine_reload: swap rule sets at the next batch */
   _Atomic int blocked;   /* the state store or Kafka is failing: pause our partitions */
-  int paused;            /* run thread only */
   struct fp_pipeline_s *pipeline; /* owned, worker thread only: rules + state store */
   struct fp_batch_s *batch; /* owned scratch space */
 } fp_worker_t;
@@ -75,7 +81,7 @@ typedef struct fp_worker_s {
 typedef struct fp_engine_stats_s {
   _Atomic uint64_t mentions_in, mentions_decoded, dead_lettered, late, duplicates_fenced,
       rule_evals, rule_errors, incidents, offsets_stored, redis_roundtrips, redis_errors,
-      txn_commits, txn_aborts;
+      txn_commits, txn_aborts, redelivered;
 } fp_engine_stats_t;
 
 struct fp_engine_s {
@@ -95,6 +101,7 @@ struct fp_engine_s {
   int watchdog_started;
   _Atomic unsigned reload_gen, reload_logged_gen; /* a failed reload is logged once */
   /* exactly-once mode (txn.c) */
+  _Atomic int seek_pending;      /* some partition's seek_to is set */
   int eos;                       /* delivery.mode=exactly-once */
   int txn_open, closing;         /* run thread only */
   _Atomic int txn_abort;         /* a worker saw an abortable produce error */
@@ -127,6 +134,8 @@ fp_err_t fp_worker_start(fp_worker_t *w);
 void fp_worker_push(fp_worker_t *w, fp_part_t *p, rd_kafka_message_t *m);
 /** Wakes the worker to register newly assigned partitions in the store. */
 void fp_worker_wake_register(fp_worker_t *w);
+/** Drops the queued messages of partition @p p (run thread, before a seek). */
+void fp_worker_purge_part(fp_worker_t *w, fp_part_t *p);
 /** Drops every queued message (exactly-once rewind; only with the barrier raised). */
 void fp_worker_purge(fp_worker_t *w);
 size_t fp_worker_qlen(fp_worker_t *w);

@@ -77,6 +77,9 @@ fp_err_t fp_http_render_metrics(fp_engine_t *e, fp_http_t *h, fp_buf_t *out) {
           "Mentions later than the allowed lateness (dead-lettered, not windowed).", s.late);
   counter(out, "flashpoint_duplicates_fenced_total",
           "Replayed mentions whose window update the store had already applied.", s.duplicates_fenced);
+  counter(out, "flashpoint_consumer_redelivered_total",
+          "Messages the Kafka consumer delivered a second time within one assignment (dropped).",
+          s.redelivered);
   counter(out, "flashpoint_incidents_total", "Incident events acknowledged by Kafka (all statuses).",
           s.incidents);
   counter(out, "flashpoint_offsets_stored_total", "Input offsets handed to the consumer for commit.",

@@ -212,7 +212,14 @@ fp_err_t fp_pipeline_run(fp_pipeline_t *p, const char *source, int64_t *watermar
     p->topic[tl] = '\0';
   }
   const fp_mapping_t *map = p->maps ? fp_mapping_set_find(p->maps, p->topic) : NULL;
-  for (size_t i = 0; i < n; i++) p->offsets[i] = in[i].offset;
+  for (size_t i = 0; i < n; i++) {
+    /* one message per offset, ascending: a repeated offset would be evaluated and counted
+     * twice (the store takes equal adjacent offsets as one mention's several updates) */
+    if (i && in[i].offset <= in[i - 1].offset)
+      return fp_seterr(errstr, es, FP_ERR_INVALID_ARG, "run of %s: offset %lld after %lld (not ascending)",
+                       source, (long long)in[i].offset, (long long)in[i - 1].offset);
+    p->offsets[i] = in[i].offset;
+  }
   for (size_t i = 0; i < n; i++) {
     fp_mention_t *m = &p->mentions[i];
     const void *payload = in[i].payload;

@@ -14,6 +14,12 @@
  * committed offset, dropping what was queued: the replay is exact because the state store
  * fences and memoises window and lifecycle updates per offset (store.h). A fatal error
  * (fenced by a newer instance with the same transactional.id, for example) stops the engine.
+ *
+ * After a crash the dead instance's open transaction holds back the last stable offset of
+ * every output partition it wrote to, so read_committed consumers see nothing past it, from
+ * any instance, until it ends. With a stable instance.id the restarted instance has the same
+ * transactional.id and fp_txn_init aborts that transaction at once; without one (the id then
+ * holds the pid) only the broker's transaction timeout ends it.
  * librdkafka 2.0.2 facts: ../shared/notes/delivery-and-faults.md section 1.3.
  */
 #include <stdio.h>
@@ -42,6 +48,10 @@ fp_err_t fp_txn_init(fp_engine_t *e, char *errstr, size_t es) {
     return FP_ERR_KAFKA;
   }
   e->txn_open = 1;
+  if (!e->conf->instance_id[0])
+    fp_log(FP_LOG_WARN, "txn", "exactly-once without instance.id: after a crash, read_committed "
+           "consumers of the outputs wait for the dead instance's transaction to time out; set "
+           "instance.id to a stable name per instance");
   return FP_OK;
 }
 
@@ -93,6 +103,8 @@ static void rewind_all(fp_engine_t *e) {
       fp_part_t *p = fp_engine_part(e, l->elems[i].topic, l->elems[i].partition, 0);
       if (l->elems[i].offset < 0) l->elems[i].offset = RD_KAFKA_OFFSET_BEGINNING;
       if (p) {
+        atomic_fetch_add(&p->gen, 1);
+        p->expect = l->elems[i].offset >= 0 ? l->elems[i].offset : -1;
         atomic_store(&p->txn_next, -1);
         atomic_store(&p->max_event_ms, INT64_MIN);
       }

@@ -81,6 +81,7 @@ void fp_worker_push(fp_worker_t *w, fp_part_t *p, rd_kafka_message_t *m) {
   }
   n->msg = m;
   n->part = p;
+  n->gen = atomic_load(&p->gen);
   n->next = NULL;
   pthread_mutex_lock(&w->mu);
   if (w->tail) w->tail->next = n;
@@ -113,7 +114,7 @@ void fp_worker_wake_register(fp_worker_t *w) {
 }
 
 /* Drops the queued messages of one partition (they are fetched again after a seek). */
-static void purge_part(fp_worker_t *w, fp_part_t *p) {
+void fp_worker_purge_part(fp_worker_t *w, fp_part_t *p) {
   fp_qnode_t **pp, *n;
   pthread_mutex_lock(&w->mu);
   w->tail = NULL;
@@ -136,16 +137,17 @@ static void purge_part(fp_worker_t *w, fp_part_t *p) {
  * After Redis lost data (restarted without persistence, flushed, failed over to a stale
  * replica) its fence for a partition is behind the partition's committed offset: windows
  * miss mentions that were counted before. The worker notices when the partition is assigned,
- * seeks it back by store.rebuild of Kafka time, and replays: windows and lifecycle state are
- * rebuilt, while the outputs of offsets already committed are not produced again
- * (rebuild_until). What lies further back than store.rebuild is gone; the log says so.
+ * has the run thread seek it back by store.rebuild of Kafka time (seek_to: the run thread is
+ * the one that queues messages, so it can drop the stale ones and seek without a race), and
+ * replays: windows and lifecycle state are rebuilt, while the outputs of offsets already
+ * committed are not produced again (rebuild_until). What lies further back than
+ * store.rebuild is gone; the log says so.
  */
 static void check_store_loss(fp_worker_t *w, fp_part_t *p) {
   fp_engine_t *e = w->e;
   char errbuf[256];
   int64_t fence = -1, committed;
   rd_kafka_topic_partition_list_t *l;
-  rd_kafka_error_t *error;
 
   if (e->conf->backend != FP_BACKEND_REDIS || e->eos) return;
   {
@@ -181,14 +183,8 @@ static void check_store_loss(fp_worker_t *w, fp_part_t *p) {
          "rebuilding windows from offset %lld", p->source, (long long)fence, (long long)committed,
          (long long)from);
   atomic_store(&p->rebuild_until, committed);
-  purge_part(w, p);
-  l->elems[0].offset = from;
-  l->elems[0].err = RD_KAFKA_RESP_ERR_NO_ERROR;
-  if ((error = rd_kafka_seek_partitions(e->consumer, l, 5000))) {
-    fp_log(FP_LOG_ERROR, "store", "%s: seek for the rebuild failed: %s", p->source, rd_kafka_error_string(error));
-    rd_kafka_error_destroy(error);
-    atomic_store(&p->rebuild_until, 0);
-  }
+  atomic_store(&p->seek_to, from); /* runs of this partition are dropped until the seek */
+  atomic_store(&e->seek_pending, 1);
   rd_kafka_topic_partition_list_destroy(l);
 }
 
@@ -362,6 +358,23 @@ static void process_run(fp_worker_t *w, fp_part_t *p, size_t k) {
   int sweep = 1; /* resolving incidents due costs no extra round trip */
 
   if (atomic_load(&p->revoked)) goto release; /* not ours any more: the next owner replays */
+  if (atomic_load(&p->seek_to) >= 0) goto release; /* a rebuild seek is due: fetched again */
+  {
+    /* messages queued before the run thread's last seek are stale: drop them */
+    unsigned gen = atomic_load(&p->gen);
+    size_t kept = 0;
+    for (size_t i = 0; i < k; i++) {
+      if (b->nodes[i]->gen == gen) {
+        b->nodes[kept++] = b->nodes[i];
+        continue;
+      }
+      rd_kafka_message_destroy(b->nodes[i]->msg);
+      free(b->nodes[i]);
+      atomic_fetch_sub(&p->inflight, 1);
+    }
+    k = kept;
+    if (!k) return;
+  }
   if (e->eos && atomic_load(&e->txn_abort)) goto release; /* the rewind replays it */
   for (size_t i = 0; i < k; i++) {
     b->in[i].payload = b->nodes[i]->msg->payload;

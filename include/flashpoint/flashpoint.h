@@ -136,6 +136,7 @@ typedef struct fp_stats_s {
   uint64_t redis_errors;      /**< failed round trips (each followed by a retry) */
   uint64_t txn_commits;       /**< exactly-once: transactions committed */
   uint64_t txn_aborts;        /**< exactly-once: transactions aborted (then rewound) */
+  uint64_t redelivered;       /**< messages the consumer delivered twice in one assignment, dropped */
 } fp_stats_t;
 
 /**

@@ -1017,6 +1017,7 @@ struct fpt_proc_s {
   int reaped;
   int result;   /* fpt_proc_wait() value once reaped */
   char *log;
+  int own_log;  /* created by the library: deleted by fpt_proc_free() unless the case failed */
 };
 
 static int env_key_eq(const char *a, const char *b) {
@@ -1045,6 +1046,7 @@ fpt_proc_t *fpt_proc_spawn(const char *const *argv, const char *const *env,
       tmp = "/tmp";
     sz = strlen(tmp) + 32;
     p->log = malloc(sz);
+    p->own_log = 1;
     if (p->log) {
       snprintf(p->log, sz, "%s/fpt-proc-XXXXXX", tmp);
       fd = mkstemp(p->log);
@@ -1167,6 +1169,8 @@ int fpt_proc_kill(fpt_proc_t *p) {
 
 char *fpt_proc_output(const fpt_proc_t *p, size_t *lenp) { return fpt_read_file(p->log, lenp); }
 
+long fpt_failed_checks(void) { return cur_failures; }
+
 void fpt_proc_dump_log(const fpt_proc_t *p, int max_lines) {
   size_t len, start;
   int lines = 0;
@@ -1191,6 +1195,12 @@ void fpt_proc_free(fpt_proc_t *p) {
   if (!p)
     return;
   fpt_proc_kill(p);
+  if (p->own_log && p->log) {
+    if (cur_failures == 0 && !getenv("FPT_KEEP_LOGS"))
+      unlink(p->log);
+    else
+      fpt_note("log of pid %d kept: %s", (int)p->pid, p->log);
+  }
   free(p->log);
   free(p);
 }

@@ -77,6 +77,9 @@ int fpt_check_near_(double a, double b, double eps, const char *ea, const char *
 void fpt_fail(const char *file, int line, const char *fmt, ...) FPT_PRINTF(3, 4);
 #define FPT_FAIL(...) fpt_fail(__FILE__, __LINE__, __VA_ARGS__)
 
+/** @returns the number of failed checks so far in the current case. */
+long fpt_failed_checks(void);
+
 /** @brief Prints a progress note on stderr, prefixed with the current case name. */
 void fpt_note(const char *fmt, ...) FPT_PRINTF(1, 2);
 
@@ -341,7 +344,10 @@ void fpt_proc_dump_log(const fpt_proc_t *p, int max_lines);
 
 /**
  * @brief Kills the child if it is still running (SIGKILL), reaps it and frees p.
- * The log file is kept. Accepts NULL.
+ * A log file the library created is deleted if the current case has no failed check so far,
+ * else kept for the post-mortem (its path is noted), and always kept when FPT_KEEP_LOGS is
+ * set; a caller-chosen log_path is always kept.
+ * Accepts NULL.
  */
 void fpt_proc_free(fpt_proc_t *p);
 

@@ -94,6 +94,7 @@ static void test_rebalance(void) {
   if (fpe_env_init_sibling(&ref, &env, "rebal-ref") != 0) goto out;
   if (fpe_run_to_end(&ref, settings, 90000) != 0) goto out;
 
+  int failed_before = fpt_failed_checks();
   FPT_CHECK_EQ_INT(fpe_windows_sum(&env, "core.count"), sent.valid);
   fpe_windows_check_equal(&env, &ref, "core.count");
   fpe_windows_check_equal(&env, &ref, "core.alarm");
@@ -117,6 +118,10 @@ static void test_rebalance(void) {
     FPT_CHECK_EQ_INT(fpe_dlq_distinct(env.dlq, &records), sent.bad);
     fpt_note("dead letters: %" PRId64 " records for %" PRId64 " malformed messages", records, sent.bad);
   }
+  fpt_note("consumer redeliveries dropped (librdkafka#4686): A %d, B %d", fpe_log_count(a, "again (next expected"),
+           b ? fpe_log_count(b, "again (next expected") : 0);
+  if (fpt_failed_checks() > failed_before) /* which partitions moved when (logs are kept) */
+    fpt_note("engine logs: A %s, B %s", fpt_proc_log(a), b ? fpt_proc_log(b) : "-");
 out:
   fpt_proc_free(b);
   fpt_proc_free(a);

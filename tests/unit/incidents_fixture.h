@@ -8,6 +8,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "incidents.h"
 #include "testlib.h"
@@ -60,9 +61,16 @@ static fp_err_t fx_apply(fp_store_t *st, const char *source, fx_batch_t *b, int6
                          fp_outvec_t *out, size_t *replayed) {
   char err[256];
   int64_t offs[64];
+  fp_err_t e;
   for (size_t i = 0; i < b->n; i++) offs[i] = b->s[i].offset;
-  fp_err_t e = fp_incidents_apply(st, source, &fx_params, b->s, b->n, offs, b->n, -1, "incidents",
-                                  due_by, fx_lookup, NULL, out, replayed, err, sizeof(err));
+  /* as the engine's worker does: a store error (Redis, or writers conflicting more often than
+   * one call retries) is retried after a jittered pause; the call leaves no partial output */
+  for (int attempt = 0;; attempt++) {
+    e = fp_incidents_apply(st, source, &fx_params, b->s, b->n, offs, b->n, -1, "incidents", due_by,
+                           fx_lookup, NULL, out, replayed, err, sizeof(err));
+    if (e != FP_ERR_REDIS || attempt >= 20) break;
+    usleep((useconds_t)(1000 + rand() % 5000));
+  }
   FPT_CHECK(e == FP_OK, "fp_incidents_apply: %s", e == FP_OK ? "" : err);
   return e;
 }
