@@ -90,6 +90,7 @@ struct fp_engine_s {
   rd_kafka_t *consumer, *producer;
   pthread_t producer_thread;
   int producer_started, closed;
+  int ever_assigned;             /* run thread: an assignment (even empty) arrived once */
   _Atomic int producer_stop, stop, fatal;
   size_t nworkers;
   fp_worker_t *workers;
