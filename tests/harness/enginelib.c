@@ -584,6 +584,17 @@ int fpe_fences(const fpe_env_t *env, int lifecycle, int64_t *out) {
   return rc;
 }
 
+int64_t fpe_applied_uncommitted(const fpe_env_t *env) {
+  int64_t c[FPE_MAX_PARTS], f[FPE_MAX_PARTS], lf[FPE_MAX_PARTS], n = 0;
+  fpe_committed(env, c);
+  if (fpe_fences(env, 0, f) != 0 || fpe_fences(env, 1, lf) != 0) return -1;
+  for (int i = 0; i < env->nparts; i++) {
+    int64_t from = c[i] < 0 ? 0 : c[i], upto = f[i] > lf[i] ? f[i] : lf[i];
+    if (upto + 1 > from) n += upto + 1 - from;
+  }
+  return n;
+}
+
 int64_t fpe_redis_evalsha_calls(void) {
   redisContext *c = fpt_redis_connect();
   redisReply *r;

@@ -201,6 +201,14 @@ int64_t fpe_dlq_distinct(const char *topic, int64_t *records);
  */
 int fpe_fences(const fpe_env_t *env, int lifecycle, int64_t *out);
 
+/**
+ * How far a (killed) engine got in Redis beyond what its group committed: the number of
+ * input offsets at or below the higher of the two fences and at or above the committed
+ * offset, summed over the partitions; that is what a restart replays from the memo.
+ * @returns the count, or -1 (recorded) if the fences cannot be read.
+ */
+int64_t fpe_applied_uncommitted(const fpe_env_t *env);
+
 /** Calls of EVALSHA the Redis server has served so far (INFO commandstats), -1 on failure. */
 int64_t fpe_redis_evalsha_calls(void);
 
