@@ -15,6 +15,11 @@ index = floor(ts_ms / step_ms), computed by the caller in C):
                    and one field per bucket "<b>" = count or sum (COUNT, SUM, TOPK, BASELINE).
                    DISTINCT keeps only h and lo here.
   P:wb:K:<b>       DISTINCT: HyperLogLog of bucket b; TOPK: hash term -> count of bucket b.
+  P:wu:K           DISTINCT: HyperLogLog of the union of buckets h-n+1..h, valid while the
+                   hash field u equals h (rebuilt with PFMERGE when the head has moved), so
+                   the head's distinct count is one PFCOUNT of one key, which Redis caches
+                   until a PFADD changes it, instead of a union of n keys per op. Same
+                   registers as the multi-key PFCOUNT, so the same estimate.
   P:fence:S        string: highest offset applied for source S.
   P:memo:S         hash: "<offset>" -> results of that offset's ops ("v" or "v,mean,sd",
                    ';'-separated in op order); "_lo" = lowest offset that may still have a field.
@@ -91,12 +96,13 @@ local too_late = 0
 local function win(key, kind, n, step, lb)
   local w = W[key]
   if w then return w end
-  w = { hk = P .. ':w:' .. key, bk = P .. ':wb:' .. key .. ':', kind = kind, n = n,
+  w = { hk = P .. ':w:' .. key, bk = P .. ':wb:' .. key .. ':', uk = P .. ':wu:' .. key, kind = kind, n = n,
         step = step, lb = lb, v = {}, dirty = {}, del = {}, delk = {}, touched = {}, ws = {}, bs = {},
         dc = {}, t = 0, q = 0, changed = false }
-  local r = call('HMGET', w.hk, 'h', 'lo', 't', 'q')
+  local r = call('HMGET', w.hk, 'h', 'lo', 't', 'q', 'u')
   if r[1] then
     w.h, w.lo, w.t, w.q = tonumber(r[1]), tonumber(r[2]), num(r[3]), num(r[4])
+    w.uh = r[5] and tonumber(r[5]) -- DISTINCT: the head the union key was built for
     w.slo, w.shi = w.lo, w.h -- stored buckets not yet cached lie in [slo, shi]
   end
   W[key] = w
@@ -197,11 +203,29 @@ local function bstats(w, b)
   return e[1], e[2]
 end
 
+-- Makes the union key hold buckets h-n+1..h (DISTINCT), if it was built for another head.
+local function union(w)
+  if w.uh == w.h then return end
+  local keys = {}
+  for j = max(w.h - w.n + 1, w.lo), w.h do keys[#keys + 1] = w.bk .. fint(j) end
+  call('DEL', w.uk)
+  local i = 1
+  repeat -- PFMERGE with no source creates an empty HyperLogLog
+    local j = min(i + CHUNK - 1, #keys)
+    call('PFMERGE', w.uk, unpack(keys, i, j))
+    i = j + 1
+  until i > #keys
+  w.uh, w.changed = w.h, true -- flush writes u and gives the union the window's expiry
+end
+
 local function dcount(w, b)
   local c = w.dc[b]
   if c then return c end
   c = 0
-  if w.h ~= nil then
+  if w.h ~= nil and b == w.h then
+    union(w)
+    c = call('PFCOUNT', w.uk)
+  elseif w.h ~= nil then
     local keys = {}
     for j = max(b - w.n + 1, w.lo), min(b, w.h) do keys[#keys + 1] = w.bk .. fint(j) end
     if #keys > 0 then c = call('PFCOUNT', unpack(keys)) end
@@ -266,7 +290,11 @@ local function apply(w, b, amount, member)
   elseif kind == 'd' then
     w.changed = true
     if member ~= '' then
-      if call('PFADD', w.bk .. fint(b), member) == 1 then w.dc = {} end
+      if call('PFADD', w.bk .. fint(b), member) == 1 then
+        w.dc = {}
+        -- keep the head's union current (it is rebuilt anyway if built for another head)
+        if w.uh == w.h and b > w.h - w.n then call('PFADD', w.uk, member) end
+      end
       w.touched[b] = true
       if b < w.lo then w.lo = b end
     end
@@ -293,6 +321,9 @@ local function flush(w)
   if w.kind == 'b' then
     args[#args + 1] = 'q'; args[#args + 1] = fnum(w.q)
   end
+  if w.kind == 'd' and w.uh then
+    args[#args + 1] = 'u'; args[#args + 1] = fint(w.uh)
+  end
   for b in pairs(w.dirty) do
     args[#args + 1] = fint(b); args[#args + 1] = fnum(w.v[b])
   end
@@ -305,6 +336,7 @@ local function flush(w)
     i = j + 1
   end
   call('PEXPIRE', w.hk, ttl)
+  if w.uh then call('PEXPIRE', w.uk, ttl) end -- same expiry as the hash that says it is valid
   for b in pairs(w.touched) do call('PEXPIRE', w.bk .. fint(b), ttl) end
   return ttl
 end
