@@ -161,7 +161,9 @@ local function advance(w, b)
     if b - oh > n then
       w.t, w.q = 0, 0
     else
-      fetch(w, oh - n, b - 1)
+      -- only the buckets that enter (oh..b-1) and leave (oh-n..b-n-1): not the n between
+      fetch(w, oh, b - 1)
+      fetch(w, oh - n, b - n - 1)
       for j = oh, b - 1 do local x = get(w, j); w.t = w.t + x; w.q = w.q + x * x end
       for j = oh - n, b - n - 1 do local x = get(w, j); w.t = w.t - x; w.q = w.q - x * x end
     end
