@@ -87,6 +87,7 @@ class Bench:
         kv = dict(l.strip().split("=", 1) for l in open(env) if "=" in l and not l.startswith("#"))
         self.kafka = kv["FP_TEST_KAFKA"]
         self.rhost, self.rport = kv["FP_TEST_REDIS_HOST"], kv["FP_TEST_REDIS_PORT"]
+        self.rpid = int(kv.get("FP_TEST_REDIS_PID", "0") or 0)
         # the harness runs Redis with appendfsync always (tests want durability); a production
         # Redis for windows runs AOF everysec: same for Flashpoint and the peers
         self.redis("CONFIG", "SET", "appendfsync", "everysec")
@@ -103,6 +104,26 @@ class Bench:
             if "calls=" in line:
                 total += int(line.split("calls=")[1].split(",")[0])
         return total
+
+    def redis_time(self):
+        """(usec inside EVALSHA, usec of the commands scripts and clients called, redis-server
+        CPU ticks): where Redis spends its time, from INFO commandstats and /proc."""
+        script = cmds = 0
+        for line in self.redis("INFO", "commandstats").splitlines():
+            if "usec=" not in line:
+                continue
+            name, us = line.split(":")[0], int(line.split("usec=")[1].split(",")[0])
+            if name in ("cmdstat_evalsha", "cmdstat_eval"):
+                script += us
+            elif not name.startswith(("cmdstat_info", "cmdstat_config", "cmdstat_flushall")):
+                cmds += us
+        ticks = 0
+        try:
+            f = open(f"/proc/{self.rpid}/stat").read().rsplit(")", 1)[1].split()
+            ticks = int(f[11]) + int(f[12])
+        except (OSError, IndexError, ValueError):
+            pass
+        return script, cmds, ticks
 
     def fpbench_run(self, *args):
         out = sh([self.fpbench, *args])
@@ -165,13 +186,19 @@ class Bench:
         group = f"g-{name}-{os.getpid()}"
         self.redis("FLUSHALL")
         c0 = self.redis_calls()
+        t0 = self.redis_time()
         procs = [spawn(self.engine_cmd(topic, group, workers, backend, binary, extra),
                        f"{self.tmp}/{name}-{i}.log") for i in range(instances)]
         rows = self.watch(group, topic, [p.pid for p in procs], n, self.a.timeout)
         for p in procs:
             stop(p)
         c1 = self.redis_calls()
+        t1 = self.redis_time()
         r = self.analyse(rows, n)
+        m = max(r["mentions"], 1)
+        r["redis_script_us"] = round((t1[0] - t0[0]) / m, 1)   # wall time inside the scripts
+        r["redis_cmd_us"] = round((t1[1] - t0[1]) / m, 1)      # of which in redis.call()ed commands
+        r["redis_cpu_us"] = round((t1[2] - t0[2]) / HZ / m * 1e6, 1) if self.rpid else None
         r.update(name=name, workers=workers or os.cpu_count(), instances=instances, backend=backend,
                  redis_cmds_per_mention=round((c1 - c0 - 1) / max(r["mentions"], 1), 2))
         if binary == "fpbench":
@@ -447,6 +474,17 @@ def report(R, path, smoke, elapsed):
           f"{r['rate'] / cores:,.0f} | {r['rate_wall']:,} | {r['cpu_us_per_mention']} | {r['cores_busy']} | "
           f"{r['redis_cmds_per_mention']} | {r['rss_half_mb']} / {r['rss_end_mb']} / {r['hwm_mb']} |")
     w("")
+    ms = runs.get("main_short", {})
+    if ms.get("redis_script_us") is not None:
+        own = ms["redis_script_us"] - ms["redis_cmd_us"]
+        cpu = ms.get("redis_cpu_us")
+        w(f"Where Redis spends its time (main_short, INFO commandstats and /proc): "
+          f"**{ms['redis_script_us']} us of script time per mention**, of which {ms['redis_cmd_us']} us in "
+          f"the commands the scripts call and {own:.1f} us ({100 * own / max(ms['redis_script_us'], 1e-9):.0f}%) "
+          f"in the scripts' own Lua (parsing ARGV, formatting numbers, the window arithmetic)"
+          + (f"; redis-server CPU {cpu} us per mention, so one Redis caps the engine at about "
+             f"{1e6 / max(cpu, 1e-9):,.0f} mentions/s whatever the engine does" if cpu else "") + ".")
+        w("")
     rt = runs.get("roundtrips", {})
     if rt.get("stats"):
         s = rt["stats"]
