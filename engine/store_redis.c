@@ -108,6 +108,13 @@ static fp_err_t connect_now(fp_store_redis_t *r, char *errstr, size_t errstr_siz
     size_t al[2] = {4, strlen(r->password)};
     if ((err = command(r, 2, av, al, &rep, errstr, errstr_size))) goto err;
     freeReplyObject(rep);
+  } else {
+    /* a server that wants a password says NOAUTH here; otherwise the first thing it would
+     * refuse is our script (over 16 KiB), with "unauthenticated bulk length" */
+    const char *av[1] = {"PING"};
+    size_t al[1] = {4};
+    if ((err = command(r, 1, av, al, &rep, errstr, errstr_size))) goto err;
+    freeReplyObject(rep);
   }
   if (r->db) {
     char db[16];

@@ -98,6 +98,7 @@ local function win(key, kind, n, step, lb)
   if w then return w end
   w = { hk = P .. ':w:' .. key, bk = P .. ':wb:' .. key .. ':', uk = P .. ':wu:' .. key, kind = kind, n = n,
         step = step, lb = lb, v = {}, dirty = {}, del = {}, delk = {}, touched = {}, ws = {}, bs = {},
+        pm = {}, ti = {}, tib = {},
         dc = {}, t = 0, q = 0, changed = false }
   local r = call('HMGET', w.hk, 'h', 'lo', 't', 'q', 'u')
   if r[1] then
@@ -146,7 +147,7 @@ local function prune(w, oldh)
   if w.lo >= kf then return end
   local keys, fields = (w.kind == 'd' or w.kind == 't'), (w.kind ~= 'd')
   for b = w.lo, min(kf - 1, oldh) do
-    w.v[b], w.dirty[b], w.touched[b] = nil, nil, nil
+    w.v[b], w.dirty[b], w.touched[b], w.pm[b], w.ti[b] = nil, nil, nil, nil, nil
     if keys then w.delk[#w.delk + 1] = w.bk .. fint(b) end
     if fields then w.del[#w.del + 1] = fint(b) end
   end
@@ -291,7 +292,11 @@ local function apply(w, b, amount, member)
     return baseline_out(c, t, q, w.n)
   elseif kind == 'd' then
     w.changed = true
-    if member ~= '' then
+    local pm = w.pm[b]
+    if not pm then pm = {}; w.pm[b] = pm end
+    -- a member this call already added to bucket b cannot change it: no second PFADD
+    if member ~= '' and not pm[member] then
+      pm[member] = true
       if call('PFADD', w.bk .. fint(b), member) == 1 then
         w.dc = {}
         -- keep the head's union current (it is rebuilt anyway if built for another head)
@@ -304,7 +309,12 @@ local function apply(w, b, amount, member)
   else -- 't'
     w.changed = true
     if member ~= '' then
-      call('HINCRBY', w.bk .. fint(b), member, 1)
+      -- term counts are summed here and written once per (bucket, term) at flush: nothing
+      -- in this call reads them (values come from the window hash), the topk mode reads
+      -- them in later calls
+      local ti = w.ti[b]
+      if not ti then ti = {}; w.ti[b] = ti; w.tib[#w.tib + 1] = b end
+      ti[member] = (ti[member] or 0) + 1
       w.touched[b] = true
       add_range(w, b, 1)
     end
@@ -330,6 +340,13 @@ local function flush(w)
     args[#args + 1] = fint(b); args[#args + 1] = fnum(w.v[b])
   end
   callv('HSET', w.hk, args)
+  for _, b in ipairs(w.tib) do
+    local ti = w.ti[b] -- nil if the bucket was pruned in this call after its increments
+    if ti then
+      local bk = w.bk .. fint(b)
+      for term, c in pairs(ti) do call('HINCRBY', bk, term, c) end
+    end
+  end
   if #w.del > 0 then callv('HDEL', w.hk, w.del) end
   local i = 1
   while i <= #w.delk do
