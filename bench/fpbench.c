@@ -42,22 +42,9 @@
 #include "mention.h"
 #include "rules.h"
 #include "sandbox.h"
+#include "stream.h"
 #include "store.h"
 #include "util.h"
-
-#define BENCH_T0_MS 1764000000000LL
-
-static int64_t wall_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t mono_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
 
 static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 static void die(const char *fmt, ...) {
@@ -70,31 +57,9 @@ static void die(const char *fmt, ...) {
   exit(1);
 }
 
-/* ---- the benchmark stream ---------------------------------------------------------------- */
+/* ---- the benchmark stream (stream.h) ----------------------------------------------------- */
 
-/* 200 brands at 300 mentions/min each (1000/s of event time), 50k authors, 1% out of order,
- * and three crises so that every rule of the example pack fires. */
-static const fp_gen_crisis_t bench_crises[] = {
-    {FP_CRISIS_SLOW_BURN, 3, BENCH_T0_MS + 120000, 900000, 900},
-    {FP_CRISIS_FLASH_VIRAL, 7, BENCH_T0_MS + 60000, 600000, 1200},
-    {FP_CRISIS_BOT_BURST, 11, BENCH_T0_MS + 200000, 300000, 600},
-    {FP_CRISIS_SLOW_BURN, 42, BENCH_T0_MS + 400000, 1200000, 1500},
-};
-
-static fp_gen_t *bench_gen(uint64_t seed) {
-  fp_gen_conf_t c = {0};
-  c.seed = seed;
-  c.brands = 200;
-  c.start_ms = BENCH_T0_MS;
-  c.duration_ms = 365LL * 86400000;
-  c.base_per_min = 300;
-  c.authors = 50000;
-  c.out_of_order = 0.01;
-  c.ncrises = sizeof(bench_crises) / sizeof(bench_crises[0]);
-  c.crises = bench_crises;
-  c.id_prefix = "b";
-  return fp_gen_new(&c);
-}
+static fp_gen_t *bench_gen(uint64_t seed) { return bench_stream_new(seed, "b"); }
 
 /* Overwrites the 13 digits after "created_at": with @p ms (same width, in place). */
 static void set_created_at(char *json, int64_t ms) {
@@ -234,7 +199,7 @@ static int cmd_produce(int argc, char **argv) {
   const char *key;
   int crisis;
   long long sent = 0;
-  int64_t t0 = mono_ns();
+  int64_t t0 = fp_mono_ns();
 
   if (!nphases) {
     for (; sent < n && fp_gen_next(g, &buf, &key, &crisis); sent++) {
@@ -260,14 +225,14 @@ static int cmd_produce(int argc, char **argv) {
       snprintf(keys[i], sizeof(keys[i]), "%s", key);
       (void)pool_brand;
     }
-    t0 = mono_ns();
+    t0 = fp_mono_ns();
     double base_s = 0;
     for (int ph = 0; ph < nphases; ph++) {
       long long count = (long long)(rates[ph] * secs[ph]);
       for (long long j = 0; j < count; j++) {
         int64_t due = t0 + (int64_t)((base_s + (double)j / rates[ph]) * 1e9);
         int64_t nw;
-        while ((nw = mono_ns()) < due) {
+        while ((nw = fp_mono_ns()) < due) {
           int64_t d = due - nw;
           if (d > 1000000) d = 1000000;
           rd_kafka_poll(rk, 0);
@@ -277,7 +242,7 @@ static int cmd_produce(int argc, char **argv) {
           }
         }
         char *js = pool[pool_i];
-        if (now) set_created_at(js, wall_ms());
+        if (now) set_created_at(js, fp_now_ms());
         for (;;) {
           rd_kafka_resp_err_t e = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic),
                                                     RD_KAFKA_V_KEY(keys[pool_i], strlen(keys[pool_i])),
@@ -298,9 +263,9 @@ static int cmd_produce(int argc, char **argv) {
     free(pool_brand);
     free(keys);
   }
-  double gen_s = (double)(mono_ns() - t0) / 1e9;
+  double gen_s = (double)(fp_mono_ns() - t0) / 1e9;
   rd_kafka_flush(rk, 120000);
-  double total_s = (double)(mono_ns() - t0) / 1e9;
+  double total_s = (double)(fp_mono_ns() - t0) / 1e9;
   printf("{\"produced\":%lld,\"failed\":%ld,\"send_s\":%.3f,\"total_s\":%.3f,\"rate\":%.0f}\n", sent,
          failed, gen_s, total_s, (double)sent / total_s);
   fp_buf_free(&buf);
@@ -359,11 +324,11 @@ static int cmd_watch(int argc, char **argv) {
   FILE *out = csv ? fopen(csv, "w") : stdout;
   if (!out) die("cannot write %s", csv);
   fprintf(out, "t,end,committed,ticks,rss_kb,hwm_kb\n");
-  int64_t t0 = mono_ns();
+  int64_t t0 = fp_mono_ns();
   long long committed = 0, end = 0;
   int reached = 0;
   for (;;) {
-    double t = (double)(mono_ns() - t0) / 1e9;
+    double t = (double)(fp_mono_ns() - t0) / 1e9;
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(parts);
     for (int p = 0; p < parts; p++) rd_kafka_topic_partition_list_add(l, topic, p);
     long long c = 0, e = 0;
@@ -447,8 +412,8 @@ static int cmd_latency(int argc, char **argv) {
   int eof = 0;
   if (nparts) {
     rd_kafka_assign(rk, l);
-    int64_t deadline = mono_ns() + 60000000000LL;
-    while (eof < nparts && mono_ns() < deadline) {
+    int64_t deadline = fp_mono_ns() + 60000000000LL;
+    while (eof < nparts && fp_mono_ns() < deadline) {
       rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 500);
       if (!m) continue;
       if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) eof++;
@@ -556,14 +521,14 @@ static void stage_decode(const corpus_t *c, int reps) {
   char err[256];
   fp_mention_t m;
   size_t bytes = 0;
-  int64_t t0 = mono_ns();
+  int64_t t0 = fp_mono_ns();
   for (int r = 0; r < reps; r++)
     for (size_t i = 0; i < c->n; i++) {
       if (fp_mention_decode(c->json[i], c->len[i], 1 << 20, &m, err, sizeof(err)) != FP_OK) die("decode: %s", err);
       fp_mention_clear(&m);
       bytes += c->len[i];
     }
-  double ns = (double)(mono_ns() - t0) / ((double)c->n * reps);
+  double ns = (double)(fp_mono_ns() - t0) / ((double)c->n * reps);
   emit("decode", "fp_mention_decode", ns, "mention", (double)bytes / (double)(c->n * (size_t)reps), "bytes_per_mention");
 }
 
@@ -595,24 +560,24 @@ static void stage_rules(const corpus_t *c, const char *dir, const char *variant,
       if (fp_mention_decode(c->json[base + i], c->len[base + i], 1 << 20, &ms[i], err, sizeof(err)) != FP_OK)
         die("decode: %s", err);
     fp_opvec_reset(&ops);
-    int64_t t0 = mono_ns();
+    int64_t t0 = fp_mono_ns();
     for (size_t i = 0; i < k; i++) {
       size_t got = 0;
       fp_rules_select(rules, &ms[i], (int64_t)(base + i), hits + nh, B * nr - nh, &got, &ops, &mref[i], &nerr);
       for (size_t h = 0; h < got; h++) hit_msg[nh + h] = i;
       nh += got;
     }
-    t_sel += mono_ns() - t0;
+    t_sel += fp_mono_ns() - t0;
     if (ops.n && fp_store_apply(st, "bench:0", ops.ops, ops.n, 0, NULL, err, sizeof(err)) != FP_OK)
       die("apply: %s", err);
-    t0 = mono_ns();
+    t0 = fp_mono_ns();
     for (size_t h = 0; h < nh; h++) {
       fp_sev_t sev = FP_SEV_NONE;
       if (fp_rules_severity(rules, mref[hit_msg[h]], &hits[h], ops.ops, &sev, err, sizeof(err)) == FP_OK &&
           sev != FP_SEV_NONE)
         fires++;
     }
-    t_sev += mono_ns() - t0;
+    t_sev += fp_mono_ns() - t0;
     nhits_total += nh;
     nops_total += ops.n;
     for (size_t i = 0; i < k; i++) {
@@ -656,28 +621,28 @@ static void stage_sandbox(void) {
     if (fp_sandbox_load(sb, sb_fns[f][1], strlen(sb_fns[f][1]), "=bench", err, sizeof(err)) != FP_OK) die("%s", err);
     if (fp_sandbox_pcall(sb, 0, 1, err, sizeof(err)) != FP_OK) die("%s", err);
     int ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    int64_t t0 = mono_ns();
+    int64_t t0 = fp_mono_ns();
     for (int i = 0; i < N; i++) {
       lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
       lua_pushinteger(L, i);
       if (fp_sandbox_pcall(sb, 1, 1, err, sizeof(err)) != FP_OK) die("%s", err);
       lua_pop(L, 1);
     }
-    double ns_sb = (double)(mono_ns() - t0) / N;
+    double ns_sb = (double)(fp_mono_ns() - t0) / N;
     fp_sandbox_destroy(sb);
 
     lua_State *P = luaL_newstate();
     luaL_openlibs(P);
     if (luaL_loadstring(P, sb_fns[f][1]) || lua_pcall(P, 0, 1, 0)) die("%s", lua_tostring(P, -1));
     ref = luaL_ref(P, LUA_REGISTRYINDEX);
-    t0 = mono_ns();
+    t0 = fp_mono_ns();
     for (int i = 0; i < N; i++) {
       lua_rawgeti(P, LUA_REGISTRYINDEX, ref);
       lua_pushinteger(P, i);
       if (lua_pcall(P, 1, 1, 0)) die("%s", lua_tostring(P, -1));
       lua_pop(P, 1);
     }
-    double ns_raw = (double)(mono_ns() - t0) / N;
+    double ns_raw = (double)(fp_mono_ns() - t0) / N;
     lua_close(P);
     char v[96];
     snprintf(v, sizeof(v), "%s: fp_sandbox_pcall", sb_fns[f][0]);
@@ -732,14 +697,14 @@ static void stage_store(const corpus_t *c, const char *dir, const char *redis_hp
       size_t B = batches[bi], mentions = c->n;
       if (backend == 1 && B == 1 && mentions > 5000) mentions = 5000;
       uint64_t rt0 = fp_store_roundtrips(st);
-      int64_t t0 = mono_ns();
+      int64_t t0 = fp_mono_ns();
       for (size_t i = 0; i < mentions; i += B) {
         size_t j = i + B < mentions ? i + B : mentions;
         size_t a = first[i], z = first[j];
         if (z > a && fp_store_apply(st, "bench:0", all.ops + a, z - a, (int64_t)i, NULL, err, sizeof(err)) != FP_OK)
           die("apply: %s", err);
       }
-      double ns = (double)(mono_ns() - t0) / (double)mentions;
+      double ns = (double)(fp_mono_ns() - t0) / (double)mentions;
       char v[64];
       snprintf(v, sizeof(v), "%s batch %zu", backend ? "redis" : "memory", B);
       emit("store", v, ns, "mention", (double)(fp_store_roundtrips(st) - rt0) / (double)mentions,
@@ -786,16 +751,16 @@ static void stage_lifecycle(const corpus_t *c, const char *dir) {
       sig.values = vals;
       sig.nvalues = ri->nwindows;
       json_t *evs = json_array();
-      int64_t t0 = mono_ns();
+      int64_t t0 = fp_mono_ns();
       fp_lc_step(&sts[s], &p, &sig, evs);
-      int64_t t1 = mono_ns();
+      int64_t t1 = fp_mono_ns();
       for (size_t e = 0; e < json_array_size(evs); e++) {
         char *d = json_dumps(json_array_get(evs, e), JSON_COMPACT | JSON_SORT_KEYS);
         bytes += strlen(d);
         free(d);
         events++;
       }
-      t_dump += mono_ns() - t1;
+      t_dump += fp_mono_ns() - t1;
       t_step += t1 - t0;
       steps++;
       json_decref(evs);

@@ -438,6 +438,9 @@ static void serve_seeks(fp_engine_t *e) {
       p->expect = -1;
     } else {
       p->expect = to;
+      /* the replay starts back in event time too: a watermark left at the old position
+       * would take every replayed mention for a late one */
+      atomic_store(&p->max_event_ms, INT64_MIN);
     }
     rd_kafka_topic_partition_list_destroy(l);
     atomic_store(&p->seek_to, -1);

@@ -27,6 +27,7 @@ static const struct {
     [FP_ERR_TIMEOUT] = {"timeout", "operation timed out"},
     [FP_ERR_STATE] = {"state", "operation not valid in the current state"},
     [FP_ERR_FATAL] = {"fatal", "fatal error"},
+    [FP_ERR_STORE_LOST] = {"store_lost", "the state store lost data (no fence for a partition with committed offsets)"},
 };
 
 const char *fp_err2str(fp_err_t err) {

@@ -114,6 +114,10 @@ void fp_metrics_rule_eval(fp_rule_metrics_t *r, int64_t ns, int failed, int fire
   hist_observe(&r->eval_time, ns);
 }
 
+void fp_metrics_rule_errors(fp_rule_metrics_t *r, uint64_t n) {
+  if (r && n) atomic_fetch_add_explicit(&r->errors, n, memory_order_relaxed);
+}
+
 void fp_metrics_rule_quarantined(fp_rule_metrics_t *r) {
   if (!r) return;
   atomic_fetch_add_explicit(&r->quarantines, 1, memory_order_relaxed);

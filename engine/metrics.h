@@ -26,6 +26,8 @@ void fp_metrics_rule_eval(fp_rule_metrics_t *r, int64_t ns, int failed, int fire
 /** A worker quarantined rule @p r: counts it and raises the rule's "quarantined now" gauge
  * (worker rule sets in which the rule is quarantined). */
 void fp_metrics_rule_quarantined(fp_rule_metrics_t *r);
+/** Adds @p n failed evaluations that were not timed one by one (the select stage). */
+void fp_metrics_rule_errors(fp_rule_metrics_t *r, uint64_t n);
 /** A worker dropped a rule set in which @p r was quarantined (a reload): lowers the gauge. */
 void fp_metrics_rule_unquarantined(fp_rule_metrics_t *r);
 /** Readiness: @p nrules is the number of rule series, @p nquarantined the number of them

@@ -33,6 +33,8 @@ struct fp_pipeline_s {
   fp_store_t *store;
   fp_metrics_t *metrics;
   fp_rule_metrics_t **rule_metrics; /* per rule index; series owned by metrics */
+  uint64_t *seen_failures;          /* per rule index: failures already in the metrics */
+  int *seen_quarantined;            /* per rule index: quarantine already in the metrics */
   /* per-input scratch */
   fp_mention_t *mentions;
   int *mrefs;
@@ -55,12 +57,38 @@ struct fp_pipeline_s {
 static fp_err_t bind_rule_metrics(fp_pipeline_t *p) {
   size_t n = fp_rules_count(p->rules);
   fp_rule_metrics_t **rm = calloc(n ? n : 1, sizeof(*rm));
-  if (!rm) return FP_ERR_NOMEM;
-  for (size_t i = 0; i < n && p->metrics; i++)
-    rm[i] = fp_metrics_rule(p->metrics, fp_rules_info(p->rules, i)->id);
-  free(p->rule_metrics);
+  uint64_t *sf = calloc(n ? n : 1, sizeof(*sf));
+  int *sq = calloc(n ? n : 1, sizeof(*sq));
+  if (!rm || !sf || !sq) {
+    free(rm), free(sf), free(sq);
+    return FP_ERR_NOMEM;
+  }
+  for (size_t i = 0; i < n; i++) {
+    const fp_rule_info_t *ri = fp_rules_info(p->rules, i);
+    if (p->metrics) rm[i] = fp_metrics_rule(p->metrics, ri->id);
+    sf[i] = ri->failures;
+    sq[i] = ri->quarantined;
+  }
+  free(p->rule_metrics), free(p->seen_failures), free(p->seen_quarantined);
   p->rule_metrics = rm;
+  p->seen_failures = sf;
+  p->seen_quarantined = sq;
   return FP_OK;
+}
+
+/* Brings the rule metrics up to the rule set's own counters: failures and quarantines of the
+ * select stage (key, when, window values), which are not timed one by one; stage 2 reports
+ * its own as it goes, so this also runs after it, only to move the marks. */
+static void sync_rule_failures(fp_pipeline_t *p, int report) {
+  for (size_t r = 0; r < fp_rules_count(p->rules); r++) {
+    const fp_rule_info_t *ri = fp_rules_info(p->rules, r);
+    if (report && ri->failures > p->seen_failures[r])
+      fp_metrics_rule_errors(p->rule_metrics[r], ri->failures - p->seen_failures[r]);
+    if (report && ri->quarantined && !p->seen_quarantined[r])
+      fp_metrics_rule_quarantined(p->rule_metrics[r]);
+    p->seen_failures[r] = ri->failures;
+    p->seen_quarantined[r] = ri->quarantined;
+  }
 }
 
 fp_pipeline_t *fp_pipeline_new(const fp_conf_t *conf, const fp_rules_limits_t *limits,
@@ -116,7 +144,7 @@ void fp_pipeline_destroy(fp_pipeline_t *p) {
   fp_outvec_free(&p->events);
   fp_mapping_set_destroy(p->maps);
   fp_buf_free(&p->mapped);
-  free(p->rule_metrics);
+  free(p->rule_metrics), free(p->seen_failures), free(p->seen_quarantined);
   fp_rules_destroy(p->rules);
   fp_store_destroy(p->store);
   free(p->rules_dir);
@@ -190,7 +218,7 @@ fp_err_t fp_pipeline_run(fp_pipeline_t *p, const char *source, int64_t *watermar
                          char *errstr, size_t es) {
   size_t nrules = fp_rules_count(p->rules), nsig = 0, replayed = 0;
   int64_t wm = *watermark;
-  unsigned nerrors = 0;
+  unsigned nerrors = 0, merr;
   fp_store_result_t res;
   fp_err_t err;
   int attempt;
@@ -245,10 +273,13 @@ fp_err_t fp_pipeline_run(fp_pipeline_t *p, const char *source, int64_t *watermar
     if (wm == INT64_MIN || m->created_at_ms > wm) wm = m->created_at_ms;
     if (hits_reserve(p, p->nhits + nrules) != FP_OK) return fp_seterr(errstr, es, FP_ERR_NOMEM, "out of memory");
     fp_rules_select(p->rules, m, in[i].offset, p->hits + p->nhits, p->caphits - p->nhits, &nh,
-                    &p->ops, &p->mrefs[i], &nerrors);
+                    &p->ops, &p->mrefs[i], &merr);
+    nerrors += merr; /* fp_rules_select counts one mention's failures */
     for (size_t h = 0; h < nh; h++) p->hit_in[p->nhits + h] = i;
     p->nhits += nh;
   }
+
+  sync_rule_failures(p, 1);
 
   /* one round trip for every window update of the run */
   for (attempt = 0; p->ops.n; attempt++) {
@@ -299,6 +330,7 @@ fp_err_t fp_pipeline_run(fp_pipeline_t *p, const char *source, int64_t *watermar
     s->sig.window_was_empty = was_empty;
   }
   out->rule_errors += nerrors;
+  sync_rule_failures(p, 0);
 
   /* the lifecycle: load, step, commit (two round trips) */
   for (attempt = 0;; attempt++) {

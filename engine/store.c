@@ -55,6 +55,10 @@ uint64_t fp_store_roundtrips(const fp_store_t *st) { return st ? st->roundtrips 
 uint64_t fp_store_memo_misses(const fp_store_t *st) { return st ? st->memo_misses : 0; }
 uint64_t fp_store_too_late(const fp_store_t *st) { return st ? st->too_late : 0; }
 
+void fp_store_set_loss_check(fp_store_t *st, int on) {
+  if (st) st->loss_check = on ? 1 : 0;
+}
+
 void fp_store_set_lateness(fp_store_t *st, int64_t lateness_ms) {
   if (st && lateness_ms >= 0) st->lateness_ms = lateness_ms;
 }
@@ -222,6 +226,7 @@ fp_err_t fp_store_apply(fp_store_t *st, const char *source, fp_win_op_t *ops, si
   if (!err) err = argv_fmt(st, "%lld", (long long)st->memo_ttl_ms);
   if (!err) err = argv_fmt(st, "%lld", (long long)st->fence_ttl_ms);
   if (!err) err = argv_fmt(st, "%lld", (long long)st->lateness_ms);
+  if (!err) err = argv_cstr(st, st->loss_check ? "1" : "0");
   if (!err) err = argv_fmt(st, "%zu", n);
   for (size_t i = 0; i < n && !err; i++) {
     const fp_win_op_t *op = &ops[i];

@@ -120,4 +120,13 @@ uint64_t fp_store_too_late(const fp_store_t *store);
 /** Sets the allowed lateness (the in-process store has no conf; Redis takes it from conf). */
 void fp_store_set_lateness(fp_store_t *store, int64_t lateness_ms);
 
+/**
+ * Turns on the store-loss check of fp_store_apply(): a call whose source has no fence while
+ * @p committed > 0 (Kafka says offsets were done, the store does not know them: it was
+ * flushed or restarted without persistence) changes nothing and fails with
+ * FP_ERR_STORE_LOST, so the caller can rebuild before counting anything. The engine's
+ * workers turn it on; they pass committed <= 0 while they rebuild.
+ */
+void fp_store_set_loss_check(fp_store_t *store, int on);
+
 #endif

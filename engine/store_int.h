@@ -54,6 +54,7 @@ struct fp_store_s {
   int64_t memo_ttl_ms;  /* memo hash expiry */
   int64_t fence_ttl_ms; /* fence key expiry (at least the data's) */
   int64_t lateness_ms;  /* allowed lateness: data retention and "too late" */
+  int loss_check;       /* refuse (FP_ERR_STORE_LOST) when the fence is gone but committed > 0 */
   uint64_t roundtrips;
   uint64_t memo_misses; /* replayed offsets whose memo had expired (values recomputed) */
   uint64_t too_late;    /* ops older than the lateness: not applied */

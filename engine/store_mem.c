@@ -173,6 +173,7 @@ static fp_err_t mem_eval(fp_store_t *st, const fp_store_script_t *script, size_t
     fp_err_t e = FP_ERR_FATAL;
     const char *msg = lua_tostring(L, -1);
     if (msg && strncmp(msg, "WRONGTYPE", 9) == 0) e = FP_ERR_REDIS_FATAL;
+    if (msg && strncmp(msg, "FPLOST", 6) == 0) e = FP_ERR_STORE_LOST;
     return fp_seterr(errstr, errstr_size, e, "store (in-process): %s: %s", script->name,
                      msg ? msg : "error");
   }

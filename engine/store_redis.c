@@ -60,6 +60,7 @@ static fp_err_t classify(const char *msg) {
   static const char *const fatal[] = {"NOAUTH", "WRONGPASS", "NOPERM", "OOM", "READONLY",
                                       "WRONGTYPE", "ERR user_script", "ERR Error running script",
                                       "ERR Error compiling script", "ERR flashpoint"};
+  if (strncmp(msg, "FPLOST", 6) == 0) return FP_ERR_STORE_LOST;
   for (size_t i = 0; i < sizeof(fatal) / sizeof(fatal[0]); i++)
     if (strncmp(msg, fatal[i], strlen(fatal[i])) == 0) return FP_ERR_REDIS_FATAL;
   if (strstr(msg, "OOM command not allowed") || strstr(msg, "-READONLY")) return FP_ERR_REDIS_FATAL;

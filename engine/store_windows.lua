@@ -36,8 +36,10 @@ and flushed with one HSET/HDEL/PEXPIRE per window at the end, and late-op window
 baseline statistics are memoised per (window, bucket) and patched on later writes.
 
 Protocol (all ARGV, no KEYS; every reply element is a string):
-  apply P S committed memo_ttl fence_ttl lateness_ms nops
+  apply P S committed memo_ttl fence_ttl lateness_ms losscheck nops
         then nops x (offset kind key n step bucket amount member), kind in c s d t b
+        losscheck "1": no fence while committed > 0 means the store lost data: nothing is
+        applied and the reply is the error "FPLOST ..." (the engine rebuilds first)
      -> { applied, replayed, recomputed, too_late, "r1;r2;...;rn" }
   fence P S                 -> { offset or "-1" }
   topk  P K n step bucket k -> { term, count, term, count, ... } candidates only (every term
@@ -373,9 +375,12 @@ local function do_apply()
   local src = ARGV[3]
   local committed = tonumber(ARGV[4])
   local memo_ttl, fence_ttl, lateness = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
-  local nops = tonumber(ARGV[8])
+  local losscheck, nops = ARGV[8] == '1', tonumber(ARGV[9])
   local fk, mk = P .. ':fence:' .. src, P .. ':memo:' .. src
   local fence = tonumber(call('GET', fk) or '-1')
+  if losscheck and fence < 0 and committed > 0 then
+    return redis.error_reply('FPLOST source ' .. src .. ' has committed offsets but no fence')
+  end
   local outs, memo_new = {}, {}
   local applied, replayed, recomputed = 0, 0, 0
   local cur, cur_s, mode, parts, midx = nil, nil, nil, nil, 0
@@ -389,7 +394,7 @@ local function do_apply()
   end
 
   for i = 0, nops - 1 do
-    local a = 9 + i * 8
+    local a = 10 + i * 8
     local off_s = ARGV[a]
     local off = tonumber(off_s)
     local n, step = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])

@@ -143,14 +143,15 @@ void fp_worker_purge_part(fp_worker_t *w, fp_part_t *p) {
  * committed are not produced again (rebuild_until). What lies further back than
  * store.rebuild is gone; the log says so.
  */
-static void check_store_loss(fp_worker_t *w, fp_part_t *p) {
+static void check_store_loss(fp_worker_t *w, fp_part_t *p, int force) {
   fp_engine_t *e = w->e;
   char errbuf[256];
   int64_t fence = -1, committed;
   rd_kafka_topic_partition_list_t *l;
 
   if (e->conf->backend != FP_BACKEND_REDIS || e->eos) return;
-  {
+  if (force) { /* the window store said it lost this partition's fence: rebuild */
+  } else {
     /* the lifecycle fence moves to the end of every run (the window fence only where a rule
      * updated a window), so after a clean stop it is exactly the committed offset - 1 */
     int64_t low;
@@ -164,7 +165,7 @@ static void check_store_loss(fp_worker_t *w, fp_part_t *p) {
   l = rd_kafka_topic_partition_list_new(1);
   rd_kafka_topic_partition_list_add(l, p->topic, p->partition);
   if (rd_kafka_committed(e->consumer, l, 5000) || (committed = l->elems[0].offset) <= 0 ||
-      fence >= committed - 1) {
+      (!force && fence >= committed - 1)) {
     rd_kafka_topic_partition_list_destroy(l);
     return;
   }
@@ -204,7 +205,7 @@ static void register_parts(fp_worker_t *w) {
     if (fp_store_lc_register(fp_pipeline_store(w->pipeline), mine[i]->source, errbuf, sizeof(errbuf)) != FP_OK)
       fp_log_once(FP_LOG_WARN, "incidents", "registering %s failed: %s (sweeps may resolve early)",
                   mine[i]->source, errbuf);
-    check_store_loss(w, mine[i]);
+    check_store_loss(w, mine[i], 0);
   }
 }
 
@@ -381,9 +382,17 @@ static void process_run(fp_worker_t *w, fp_part_t *p, size_t k) {
     b->in[i].len = b->nodes[i]->msg->len;
     b->in[i].offset = b->nodes[i]->msg->offset;
   }
-  err = fp_pipeline_run(w->pipeline, p->source, &wm, atomic_load(&p->committed), b->in, k, sweep,
-                        retry_store, &rc, &po, errbuf, sizeof(errbuf));
+  /* while rebuilding, committed <= 0: the store's loss check would refuse the replay */
+  err = fp_pipeline_run(w->pipeline, p->source, &wm,
+                        atomic_load(&p->rebuild_until) ? -1 : atomic_load(&p->committed), b->in, k,
+                        sweep, retry_store, &rc, &po, errbuf, sizeof(errbuf));
   if (err == FP_ERR_REDIS) goto release; /* abandoned: lost partition or stopping */
+  if (err == FP_ERR_STORE_LOST) {
+    /* nothing of this run was applied; the rebuild seeks back and replays it */
+    fp_log(FP_LOG_WARN, "store", "%s: %s", p->source, errbuf);
+    check_store_loss(w, p, 1);
+    goto release;
+  }
   if (err != FP_OK) {
     fp_log(FP_LOG_ERROR, "engine", "%s: cannot process: %s", p->source, errbuf);
     atomic_store(&e->fatal, 1);
@@ -555,6 +564,9 @@ fp_err_t fp_worker_init(fp_worker_t *w, fp_engine_t *e, int idx, char *errstr, s
     rc.memo_ttl_ms = 3600 * 1000;
     rc.lateness_ms = e->conf->lateness_ms;
     store = fp_store_redis_new(&rc, errstr, es);
+    /* a store that loses data while we run (FLUSHALL, restart without persistence) is
+     * noticed at the next window update, before anything is counted into it */
+    if (store && !e->eos) fp_store_set_loss_check(store, 1);
   }
   if (!store) return FP_ERR_REDIS;
   if (!(w->pipeline = fp_pipeline_new(e->conf, &e->limits, store, e->metrics, errstr, es)))

@@ -6,7 +6,9 @@
 # 1. tests/harness/setup.sh (installs what a bare Debian 12 lacks; fast when nothing does);
 # 2. build/      : configure + build (Ninja), ctest (every tier; services via the fixture);
 # 3. build-asan/ : the same with -DFP_SANITIZE=ON (ASan + UBSan), skipped with --quick;
-# 4. the libFuzzer targets for 30 s each (tests/fuzz/run.sh), skipped with --quick or -L/-R.
+# 4. the libFuzzer targets for 30 s each (tests/fuzz/run.sh), skipped with --quick or -L/-R;
+# 5. the soak's CI version on build-asan (bench/soak.sh --ci), skipped likewise;
+# 6. the fault suite's CI subset on build/ (tests/faults/run.sh --ci), skipped likewise.
 # -DFP_WERROR=ON when CI=true. -L/-R/-E are passed to ctest (fixtures pull in the service
 # start/stop tests by themselves). Ends with "N passed, N failed" counted over the ctest
 # tests of both passes (a build that fails counts as one failure) and exits non-zero if
@@ -99,17 +101,29 @@ if ((quick == 0)); then
 	run_pass sanitize build-asan -DFP_SANITIZE=ON
 fi
 
-if ((quick == 0)) && [[ ${#ctest_args[@]} -eq 0 ]]; then
-	# 4. the libFuzzer targets, a short run each on the corpus and the regression seeds
-	echo "==== fuzz: tests/fuzz/run.sh --seconds 30 ===="
+# extra_step NAME COMMAND...: one more check outside ctest, counted as one test
+extra_step() {
+	local name=$1 t0
+	shift
+	echo "==== $name: $* ===="
 	t0=$(date +%s)
-	if bash tests/fuzz/run.sh --seconds 30; then
+	if "$@"; then
 		total_passed=$((total_passed + 1))
-		summary+=("fuzz: passed ($(($(date +%s) - t0)) s)")
+		summary+=("$name: passed ($(($(date +%s) - t0)) s)")
 	else
 		total_failed=$((total_failed + 1))
-		summary+=("fuzz: FAILED ($(($(date +%s) - t0)) s)")
+		summary+=("$name: FAILED ($(($(date +%s) - t0)) s)")
 	fi
+}
+
+if ((quick == 0)) && [[ ${#ctest_args[@]} -eq 0 ]]; then
+	# 4. the libFuzzer targets, a short run each on the corpus and the regression seeds
+	extra_step fuzz bash tests/fuzz/run.sh --seconds 30
+	# 5. the soak's short version on the ASan build: memory and fds flat, LeakSanitizer
+	#    clean, nothing lost across a Redis kill (bench/SOAK.md)
+	extra_step soak bash bench/soak.sh --ci --build-dir build-asan
+	# 6. the fault suite's CI subset on the normal build (tests/faults/README.md)
+	extra_step faults bash tests/faults/run.sh --ci --build-dir build
 fi
 
 echo "==== summary ($(($(date +%s) - t_start)) s) ===="

@@ -54,6 +54,8 @@ typedef enum {
   FP_ERR_TIMEOUT,       /**< an operation did not finish in time */
   FP_ERR_STATE,         /**< the call is not valid in the object's current state */
   FP_ERR_FATAL,         /**< unrecoverable: the engine must stop */
+  FP_ERR_STORE_LOST,    /**< the state store has no fence for a partition that has committed
+                             offsets: it lost data (flushed, restarted without persistence) */
   FP_ERR__COUNT
 } fp_err_t;
 
