@@ -68,7 +68,7 @@ fi
 tool=$build_dir/soak/soak
 san=()
 grep -q '^FP_SANITIZE:BOOL=ON$' "$build_dir/CMakeCache.txt" && san=(-fsanitize=address,undefined)
-if [[ ! -x $tool || $HERE/soak.c -nt $tool || $build_dir/libfpengine.a -nt $tool ]]; then
+if [[ ! -x $tool || $HERE/soak.c -nt $tool || $HERE/stream.h -nt $tool || $build_dir/libfpengine.a -nt $tool ]]; then
 	mkdir -p "$build_dir/soak"
 	# shellcheck disable=SC2046
 	cc -O2 -g -std=c11 -D_GNU_SOURCE "${san[@]}" -Wall -Wextra -Wshadow -Wstrict-prototypes \
