@@ -81,8 +81,8 @@ static int mref_ref(const fp_rules_t *rs, int mref) {
   return mref & ((1 << MREF_BITS) - 1);
 }
 
-static char k_specs, k_windows, k_seq, k_kwmeta, k_cmeta; /* registry keys (addresses) */
-static int l_lazy_resolve(lua_State *L); /* mention tables (see "Mention tables") */
+static char k_specs, k_windows, k_seq, k_kwmeta, k_kit; /* registry keys (addresses) */
+static void lazy_kit_new(lua_State *L); /* mention tables (see "Mention tables") */
 
 /* ========================================================================================== */
 /* Severities and op vectors                                                                  */
@@ -799,12 +799,8 @@ static int setup_api(lua_State *L) {
   lua_pushinteger(L, 0);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &k_seq);
 
-  lua_createtable(L, 0, 2); /* metatable of the mention caches (see lazy_push) */
-  lua_pushcfunction(L, l_lazy_resolve);
-  lua_setfield(L, -2, "__index");
-  lua_pushliteral(L, "locked");
-  lua_setfield(L, -2, "__metatable");
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &k_cmeta);
+  lazy_kit_new(L); /* the mention tables' parts (see "Mention tables") */
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &k_kit);
 
   lua_createtable(L, 0, 4); /* keyword matcher metatable */
   lua_createtable(L, 0, 3);
@@ -855,23 +851,40 @@ static int setup_api(lua_State *L) {
 /*
  * A mention reaches Lua as a lazy, read-only view of its JSON document. Building the whole
  * table tree per mention cost a third of stage 1, while rules read a handful of fields. Each
- * JSON object or array is an empty proxy table whose own metatable (never reachable from
+ * JSON object or array is an empty proxy table whose own metatable M (never reachable from
  * Lua: __metatable = "locked", no debug library) holds:
  *   __index     the cache C: a plain table of the fields converted so far, so a second read
- *               is one VM table lookup, no C call. C's metatable (one per state, k_cmeta)
+ *               is one VM table lookup, no C call. C's metatable (one per state, in the kit)
  *               has __index = l_lazy_resolve, which converts the field from the document (a
  *               child object or array becomes another lazy proxy) and stores it in C;
  *   __newindex  an error (the mention is read-only, as before);
  *   __len       the array's length; __pairs iterates a converted snapshot.
- * C[&k_lazy] (a light-userdata key: no JSON key can collide) is the lazy_t userdata.
+ * C[&k_lazy] and M[&k_lazy] (a light-userdata key: no JSON key can collide, and Lua code
+ * cannot make one) are the lazy_t userdata; M's copy lets the host recognise a proxy with
+ * one lookup.
  * The document belongs to the caller and is only valid until fp_rules_release(): the release
  * clears `valid`, after which an unconverted read raises "mention table used after its
  * evaluation ended" instead of touching freed memory (a rule may keep `m` in an upvalue).
  * Seen from Lua nothing else changed: type(m) == "table", rawget/rawlen/next see an empty
  * table, and the derived fields (created_at_ms, _offset, brand and sentiment fallbacks) read
  * as before. JSON nulls read as nil; containers deeper than MAX_MENTION_DEPTH read as nil.
+ *
+ * Every proxy costs four objects (P, M, C, the userdata), made for each mention, so their
+ * construction is the hot path of stage 1: the kit (a registry array, also upvalue 1 of
+ * l_lazy_resolve) holds the metamethod names already interned and C's metatable, so a proxy
+ * is filled with raw sets and no string is looked up; tables are created at their final
+ * size, so the first reads do not rehash.
  */
-static char k_lazy; /* cache key of the lazy_t userdata */
+static char k_lazy; /* key of the lazy_t userdata in C and M */
+
+enum { /* kit slots */
+  KIT_CMETA = 1, KIT_INDEX, KIT_NEWINDEX, KIT_LEN, KIT_PAIRS, KIT_METATABLE, KIT_LOCKED, KIT_N
+};
+
+/* Cache slots of the top-level table: the fields rules read (text, sentiment, author, ...)
+ * plus k_lazy fit without a rehash. Nested objects get room for three fields. */
+#define LAZY_TOP_SLOTS 8
+#define LAZY_SLOTS 4
 
 typedef struct mstate_s {
   int valid;                  /* 0 once released */
@@ -897,35 +910,18 @@ static int l_lazy_newindex(lua_State *L) {
                     lua_type(L, 2) == LUA_TSTRING ? lua_tostring(L, 2) : "?");
 }
 
-/* The lazy_t behind proxy @p idx, or NULL if it is not a lazy mention table. With
- * @p push_cache, also pushes its cache table when found. */
-static lazy_t *lazy_get(lua_State *L, int idx, int push_cache) {
+/* The lazy_t behind proxy @p idx, or NULL if it is not a lazy mention table. */
+static lazy_t *lazy_of(lua_State *L, int idx) {
   lazy_t *z = NULL;
-  idx = lua_absindex(L, idx);
-  if (!lua_istable(L, idx) || !lua_getmetatable(L, idx)) return NULL;
-  lua_pushliteral(L, "__newindex");
-  if (lua_rawget(L, -2) == LUA_TFUNCTION && lua_tocfunction(L, -1) == l_lazy_newindex) {
-    lua_pushliteral(L, "__index");
-    if (lua_rawget(L, -3) == LUA_TTABLE) {
-      lua_rawgetp(L, -1, &k_lazy);
-      z = lua_touserdata(L, -1);
-      lua_pop(L, 1);
-      if (z && push_cache) {
-        lua_replace(L, -3); /* mt nf C -> C nf */
-        lua_pop(L, 1);
-        return z;
-      }
-    }
-    lua_pop(L, 1);
-  }
+  if (lua_type(L, idx) != LUA_TTABLE || !lua_getmetatable(L, idx)) return NULL;
+  if (lua_rawgetp(L, -1, &k_lazy) == LUA_TUSERDATA) z = lua_touserdata(L, -1);
   lua_pop(L, 2);
   return z;
 }
-#define lazy_of(L, idx) lazy_get((L), (idx), 0)
 
 /* The lazy_t of proxy 1 (a metamethod's self); raises if it was released. */
 static lazy_t *lazy_self(lua_State *L) {
-  lazy_t *z = lazy_get(L, 1, 0);
+  lazy_t *z = lazy_of(L, 1);
   if (!z) luaL_error(L, "not a mention table");
   if (!z->ms->valid) luaL_error(L, "mention table used after its evaluation ended");
   return z;
@@ -937,16 +933,17 @@ static int l_lazy_len(lua_State *L) {
   return 1;
 }
 
-static void lazy_push(lua_State *L, const json_t *v, mstate_t *ms, int depth, int owner);
+static lazy_t *lazy_push(lua_State *L, int kit, const json_t *v, mstate_t *ms, int depth,
+                         int owner);
 
 /* Converts JSON value @p v (a child of lazy @p z, whose userdata is at @p zidx) and pushes
  * it; pushes nil for null and for containers past the depth limit. */
-static void lazy_value(lua_State *L, const lazy_t *z, int zidx, const json_t *v) {
+static void lazy_value(lua_State *L, int kit, const lazy_t *z, int zidx, const json_t *v) {
   switch (v ? json_typeof(v) : JSON_NULL) {
   case JSON_OBJECT:
   case JSON_ARRAY:
     if (z->depth + 1 >= MAX_MENTION_DEPTH) lua_pushnil(L);
-    else lazy_push(L, v, z->ms, z->depth + 1, zidx);
+    else lazy_push(L, kit, v, z->ms, z->depth + 1, zidx);
     return;
   case JSON_STRING: lua_pushlstring(L, json_string_value(v), json_string_length(v)); return;
   case JSON_INTEGER: lua_pushinteger(L, (lua_Integer)json_integer_value(v)); return;
@@ -959,7 +956,8 @@ static void lazy_value(lua_State *L, const lazy_t *z, int zidx, const json_t *v)
 
 /* Pushes field @p k (@p n bytes) of object lazy @p z, with the mention's derived fields at
  * the top level. */
-static void lazy_field(lua_State *L, const lazy_t *z, int zidx, const char *k, size_t n) {
+static void lazy_field(lua_State *L, int kit, const lazy_t *z, int zidx, const char *k,
+                       size_t n) {
   const json_t *v = json_is_object(z->v) ? json_object_getn(z->v, k, n) : NULL;
   if (z->depth == 0) {
     const mstate_t *ms = z->ms;
@@ -980,12 +978,14 @@ static void lazy_field(lua_State *L, const lazy_t *z, int zidx, const char *k, s
       return;
     }
   }
-  lazy_value(L, z, zidx, v);
+  lazy_value(L, kit, z, zidx, v);
 }
 
-/* C's __index(C, key), on a cache miss: stack 1 cache, 2 key, 3 userdata. */
+/* C's __index(C, key), on a cache miss: stack 1 cache, 2 key, 3 userdata; upvalue 1 is the
+ * kit. */
 static int l_lazy_resolve(lua_State *L) {
   lazy_t *z;
+  int kit = lua_upvalueindex(1);
   lua_settop(L, 2);
   lua_rawgetp(L, 1, &k_lazy);
   z = lua_touserdata(L, 3);
@@ -994,11 +994,11 @@ static int l_lazy_resolve(lua_State *L) {
   if (lua_type(L, 2) == LUA_TSTRING && json_is_object(z->v)) {
     size_t n;
     const char *k = lua_tolstring(L, 2, &n);
-    lazy_field(L, z, 3, k, n);
+    lazy_field(L, kit, z, 3, k, n);
   } else if (lua_isinteger(L, 2) && json_is_array(z->v)) {
     lua_Integer i = lua_tointeger(L, 2);
     if (i < 1 || (size_t)i > json_array_size(z->v)) return 0;
-    lazy_value(L, z, 3, json_array_get(z->v, (size_t)i - 1));
+    lazy_value(L, kit, z, 3, json_array_get(z->v, (size_t)i - 1));
   } else {
     return 0;
   }
@@ -1053,15 +1053,20 @@ static int l_lazy_pairs(lua_State *L) {
   return 3;
 }
 
-/* Pushes a proxy for object/array @p v of mention @p ms. @p owner is the stack index of a
- * userdata that keeps @p ms alive, or 0 for the mention itself (whose userdata holds it). */
-static void lazy_push(lua_State *L, const json_t *v, mstate_t *ms, int depth, int owner) {
+/* Pushes a proxy for object/array @p v of mention @p ms and @returns its lazy_t. @p kit is
+ * the (absolute or upvalue) index of the kit. @p owner is the stack index of a userdata
+ * that keeps @p ms alive, or 0 for the mention itself (whose userdata holds it). */
+static lazy_t *lazy_push(lua_State *L, int kit, const json_t *v, mstate_t *ms, int depth,
+                         int owner) {
   lazy_t *z;
   if (owner) owner = lua_absindex(L, owner);
   luaL_checkstack(L, 6, "mention table");
-  lua_createtable(L, 0, 0);          /* proxy */
-  lua_createtable(L, 0, 5);          /* its metatable */
-  lua_createtable(L, 0, 4);          /* the cache C */
+  lua_createtable(L, 0, 0);          /* proxy P */
+  lua_createtable(L, 0, 6);          /* its metatable M: 5 metafields and k_lazy */
+  lua_rawgeti(L, kit, KIT_INDEX);
+  lua_createtable(L, 0, depth ? LAZY_SLOTS : LAZY_TOP_SLOTS); /* the cache C */
+  lua_rawgeti(L, kit, KIT_CMETA);
+  lua_setmetatable(L, -2);
   if (!owner) {
     lazy_top_t *t = lua_newuserdatauv(L, sizeof *t, 0);
     memset(t, 0, sizeof *t);
@@ -1075,19 +1080,44 @@ static void lazy_push(lua_State *L, const json_t *v, mstate_t *ms, int depth, in
   }
   z->v = v;
   z->depth = depth;
-  lua_rawsetp(L, -2, &k_lazy);
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &k_cmeta);
-  lua_setmetatable(L, -2);
-  lua_setfield(L, -2, "__index");
+  lua_pushvalue(L, -1);              /* P M "__index" C U U */
+  lua_rawsetp(L, -3, &k_lazy);       /* C[&k_lazy] = U */
+  lua_rawsetp(L, -4, &k_lazy);       /* M[&k_lazy] = U */
+  lua_rawset(L, -3);                 /* M.__index = C */
+  lua_rawgeti(L, kit, KIT_NEWINDEX);
   lua_pushcfunction(L, l_lazy_newindex);
-  lua_setfield(L, -2, "__newindex");
+  lua_rawset(L, -3);
+  lua_rawgeti(L, kit, KIT_LEN);
   lua_pushcfunction(L, l_lazy_len);
-  lua_setfield(L, -2, "__len");
+  lua_rawset(L, -3);
+  lua_rawgeti(L, kit, KIT_PAIRS);
   lua_pushcfunction(L, l_lazy_pairs);
-  lua_setfield(L, -2, "__pairs");
+  lua_rawset(L, -3);
+  lua_rawgeti(L, kit, KIT_METATABLE);
+  lua_rawgeti(L, kit, KIT_LOCKED);
+  lua_rawset(L, -3);
+  lua_setmetatable(L, -2);
+  return z;
+}
+
+/* Pushes the kit: the metamethod names lazy_push sets, interned once, and C's metatable
+ * {__index = l_lazy_resolve (with the kit as upvalue), __metatable = "locked"}. */
+static void lazy_kit_new(lua_State *L) {
+  static const char *const names[] = {
+      [KIT_INDEX] = "__index", [KIT_NEWINDEX] = "__newindex", [KIT_LEN] = "__len",
+      [KIT_PAIRS] = "__pairs", [KIT_METATABLE] = "__metatable", [KIT_LOCKED] = "locked"};
+  lua_createtable(L, KIT_N - 1, 0);
+  for (int i = KIT_INDEX; i < KIT_N; i++) {
+    lua_pushstring(L, names[i]);
+    lua_rawseti(L, -2, i);
+  }
+  lua_createtable(L, 0, 2);
+  lua_pushvalue(L, -2);
+  lua_pushcclosure(L, l_lazy_resolve, 1);
+  lua_setfield(L, -2, "__index");
   lua_pushliteral(L, "locked");
   lua_setfield(L, -2, "__metatable");
-  lua_setmetatable(L, -2);
+  lua_rawseti(L, -2, KIT_CMETA);
 }
 
 typedef struct mention_arg_s {
@@ -1102,8 +1132,8 @@ static int build_mention(lua_State *L) {
   const mention_arg_t *arg = lua_touserdata(L, 1);
   const fp_mention_t *m = arg->m;
   const json_t *doc = m->doc && json_is_object(m->doc) ? m->doc : empty_doc;
-  lazy_push(L, doc, NULL, 0, 0);
-  lazy_top_t *t = (lazy_top_t *)lazy_of(L, -1);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &k_kit);
+  lazy_top_t *t = (lazy_top_t *)lazy_push(L, lua_gettop(L), doc, NULL, 0, 0);
   t->ms.valid = 1;
   t->ms.brand = m->brand;
   t->ms.created_at_ms = m->created_at_ms;
@@ -1139,6 +1169,24 @@ static json_t *json_path(const fp_mention_t *m, const char *path) {
   return json_is_null(cur) ? NULL : cur;
 }
 
+/* Writes @p v as "%lld" would into @p buf (@p size >= 21) and @returns the length. DISTINCT
+ * members and keys are often integers (ids, history steps), once per rule per mention:
+ * snprintf costs more than the rest of the op. */
+static size_t fmt_int(char *buf, size_t size, long long v) {
+  char tmp[24];
+  size_t n = 0;
+  unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+  do {
+    tmp[n++] = (char)('0' + u % 10);
+    u /= 10;
+  } while (u);
+  if (v < 0) tmp[n++] = '-';
+  if (n >= size) return (size_t)snprintf(buf, size, "%lld", v); /* cannot happen */
+  for (size_t i = 0; i < n; i++) buf[i] = tmp[n - 1 - i];
+  buf[n] = '\0';
+  return n;
+}
+
 /* A path's value as text into @p buf; @returns NULL when missing or not a scalar. */
 static const char *path_text(const fp_mention_t *m, const char *path, char *buf, size_t size,
                              size_t *len) {
@@ -1149,7 +1197,7 @@ static const char *path_text(const fp_mention_t *m, const char *path, char *buf,
   }
   switch (v ? json_typeof(v) : JSON_NULL) {
   case JSON_STRING: *len = json_string_length(v); return json_string_value(v);
-  case JSON_INTEGER: *len = (size_t)snprintf(buf, size, "%" JSON_INTEGER_FORMAT, json_integer_value(v)); return buf;
+  case JSON_INTEGER: *len = fmt_int(buf, size, (long long)json_integer_value(v)); return buf;
   case JSON_REAL: *len = (size_t)snprintf(buf, size, "%.14g", json_real_value(v)); return buf;
   case JSON_TRUE: *len = 4; return "true";
   case JSON_FALSE: *len = 5; return "false";
@@ -1174,7 +1222,7 @@ static const char *lua_text(lua_State *L, int idx, char *buf, size_t size, size_
   case LUA_TSTRING: return lua_tolstring(L, idx, len);
   case LUA_TNUMBER:
     if (lua_isinteger(L, idx))
-      *len = (size_t)snprintf(buf, size, "%lld", (long long)lua_tointeger(L, idx));
+      *len = fmt_int(buf, size, (long long)lua_tointeger(L, idx));
     else
       *len = (size_t)snprintf(buf, size, "%.14g", (double)lua_tonumber(L, idx));
     return buf;

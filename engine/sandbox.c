@@ -7,6 +7,8 @@
  *  - memory: lua_newstate with a capped allocator. Lua 5.4 passes a type tag in osize when
  *    ptr is NULL, so accounting is used += nsize - (ptr ? osize : 0). A refusal during a call
  *    sets a host flag, so a rule that catches "not enough memory" with pcall still fails.
+ *    Small freed blocks are recycled per size class (see "Allocator"); the cap counts what
+ *    Lua holds, never the recycled blocks.
  *  - CPU: a count hook every FP_SANDBOX_HOOK_EVERY instructions charges the budget and checks
  *    the wall-clock deadline. Once either is exceeded it re-arms itself at count 1 (sticky),
  *    so every further instruction raises again and pcall cannot swallow it; the host flag is
@@ -41,9 +43,21 @@
 #include "log.h"
 #include "util.h"
 
+/* Allocator pool (see "Allocator"): classes of SB_POOL_GRAIN bytes up to SB_POOL_MAX. */
+#define SB_POOL_GRAIN 16
+#define SB_POOL_MAX 256
+#define SB_POOL_CLASSES (SB_POOL_MAX / SB_POOL_GRAIN)
+#define SB_POOL_KEEP (4u << 20) /* bytes kept on the free lists at most */
+
+typedef struct sb_block_s {
+  struct sb_block_s *next;
+} sb_block_t;
+
 struct fp_sandbox_s {
   lua_State *L;
   size_t used, cap;
+  sb_block_t *pool[SB_POOL_CLASSES]; /* free blocks per size class (owning thread only) */
+  size_t pool_kept;                  /* bytes on those lists */
   int mem_hit;        /* the allocator refused during the current call */
   uint64_t budget, spent;
   int64_t deadline_ms, deadline_ns;
@@ -66,11 +80,74 @@ static const char locked[] = "locked";
 /* ---------------------------------------------------------------------------------------- */
 /* Allocator                                                                                 */
 
+/*
+ * Small blocks are recycled. Every mention makes a dozen small objects (its lazy tables, their
+ * node arrays, userdata, strings) that the collector frees in bursts, which overflow libc's
+ * per-thread cache and fall through to its locked, consolidating paths. So freed blocks of up
+ * to SB_POOL_MAX bytes go to per-size-class free lists (16-byte classes) and are handed out
+ * again LIFO, still warm in cache; at most SB_POOL_KEEP bytes are kept, the rest goes back to
+ * libc, and fp_sandbox_destroy returns them all. The cap accounting is unchanged: `used`
+ * counts the sizes Lua asked for, pooled or not, so the cap refuses exactly what it refused
+ * before. Lua passes a block's true size as osize on free and resize, which is what makes
+ * the class of a block known without a header.
+ */
+static size_t pool_class(size_t n) { return (n - 1) / SB_POOL_GRAIN; }
+
+static void *pool_get(fp_sandbox_t *sb, size_t n) {
+  size_t c = pool_class(n);
+  sb_block_t *b = sb->pool[c];
+  if (b) {
+    sb->pool[c] = b->next;
+    sb->pool_kept -= (c + 1) * SB_POOL_GRAIN;
+    return b;
+  }
+  return malloc((c + 1) * SB_POOL_GRAIN);
+}
+
+static void pool_put(fp_sandbox_t *sb, void *p, size_t n) {
+  size_t c = pool_class(n), size = (c + 1) * SB_POOL_GRAIN;
+  if (sb->pool_kept + size > SB_POOL_KEEP) {
+    free(p);
+    return;
+  }
+  sb_block_t *b = p;
+  b->next = sb->pool[c];
+  sb->pool[c] = b;
+  sb->pool_kept += size;
+}
+
+static void pool_drain(fp_sandbox_t *sb) {
+  for (size_t c = 0; c < SB_POOL_CLASSES; c++)
+    while (sb->pool[c]) {
+      sb_block_t *b = sb->pool[c];
+      sb->pool[c] = b->next;
+      free(b);
+    }
+  sb->pool_kept = 0;
+}
+
+/* realloc for blocks of either kind: @p old is the block's size (0: none). */
+static void *sb_resize(fp_sandbox_t *sb, void *ptr, size_t old, size_t nsize) {
+  int small_old = old && old <= SB_POOL_MAX, small_new = nsize <= SB_POOL_MAX;
+  if (!ptr) return small_new ? pool_get(sb, nsize) : malloc(nsize);
+  if (!small_old && !small_new) return realloc(ptr, nsize);
+  if (small_old && small_new && pool_class(old) == pool_class(nsize)) return ptr;
+  void *p = small_new ? pool_get(sb, nsize) : malloc(nsize);
+  if (!p) return NULL; /* the old block stays valid, as with realloc */
+  memcpy(p, ptr, old < nsize ? old : nsize);
+  if (small_old) pool_put(sb, ptr, old);
+  else free(ptr);
+  return p;
+}
+
 static void *sb_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   fp_sandbox_t *sb = ud;
   size_t old = ptr ? osize : 0; /* 5.4: osize is a type tag when ptr == NULL */
   if (nsize == 0) {
-    free(ptr);
+    if (ptr) {
+      if (old && old <= SB_POOL_MAX) pool_put(sb, ptr, old);
+      else free(ptr);
+    }
     sb->used -= old;
     return NULL;
   }
@@ -78,7 +155,7 @@ static void *sb_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     if (sb->in_call) sb->mem_hit = 1;
     return NULL;
   }
-  void *p = realloc(ptr, nsize);
+  void *p = sb_resize(sb, ptr, old, nsize);
   if (!p) {
     if (sb->in_call) sb->mem_hit = 1;
     return NULL;
@@ -133,18 +210,21 @@ fp_err_t fp_sandbox_pcall(fp_sandbox_t *sb, int nargs, int nresults, char *errst
 
   lua_pushcfunction(L, sb_msgh);
   lua_insert(L, base);
+  /* wd_seq has one writer, this thread: a plain load and a release store advance it as the
+   * locked read-modify-write did, for the same ordering, without the bus lock per call. */
+  unsigned seq = atomic_load_explicit(&sb->wd_seq, memory_order_relaxed);
+  int64_t start = fp_mono_ns();
   sb->spent = 0;
   sb->over = 0;
   sb->mem_hit = 0;
-  sb->deadline_ns = fp_mono_ns() + sb->deadline_ms * 1000000LL;
+  sb->deadline_ns = start + sb->deadline_ms * 1000000LL;
   sb->in_call = 1;
-  atomic_store_explicit(&sb->wd_start_ns, sb->deadline_ns - sb->deadline_ms * 1000000LL,
-                        memory_order_relaxed);
-  atomic_fetch_add_explicit(&sb->wd_seq, 1, memory_order_release); /* odd: in a call */
+  atomic_store_explicit(&sb->wd_start_ns, start, memory_order_relaxed);
+  atomic_store_explicit(&sb->wd_seq, seq + 1, memory_order_release); /* odd: in a call */
   lua_sethook(L, sb_hook, LUA_MASKCOUNT, FP_SANDBOX_HOOK_EVERY);
   int rc = lua_pcall(L, nargs, nresults, base);
   lua_sethook(L, NULL, 0, 0);
-  atomic_fetch_add_explicit(&sb->wd_seq, 1, memory_order_release); /* even: out */
+  atomic_store_explicit(&sb->wd_seq, seq + 2, memory_order_release); /* even: out */
   sb->in_call = 0;
   lua_remove(L, base);
 
@@ -758,6 +838,7 @@ void fp_sandbox_destroy(fp_sandbox_t *sb) {
   if (!sb) return;
   wd_unregister(sb);
   if (sb->L) lua_close(sb->L);
+  pool_drain(sb); /* after lua_close, which returned every block to the pool */
   free(sb->lib_dir);
   free(sb);
 }
