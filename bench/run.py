@@ -355,6 +355,21 @@ class Bench:
                              "inclusive": [r for r in incl if r["share"] < 99.5][:25]}
 
     # ---- the suite ------------------------------------------------------------------------
+    def quick(self):
+        """--quick: end to end only, on one preloaded topic, once per build directory given
+        (side by side, alternating), for iterating on the hot path. Prints JSON, writes nothing."""
+        n = self.a.quick_n
+        self.services()
+        topic = self.topic("quick", n)
+        builds = [self.b] + list(self.a.compare or [])
+        for rep in range(self.a.repeat):
+            for i, bd in enumerate(builds):
+                self.b = bd
+                r = self.e2e(f"quick{i}r{rep}", n, topic=topic)
+                print(json.dumps({"build": bd, "rep": rep, **{k: r[k] for k in (
+                    "rate", "cpu_us_per_mention", "redis_script_us", "redis_cmd_us", "redis_cpu_us",
+                    "redis_cmds_per_mention", "hwm_mb")}}), flush=True)
+
     def run(self):
         sm = self.smoke
         n_long = 6000 if sm else 200000
@@ -619,6 +634,10 @@ def main():
     ap.add_argument("--no-peers", action="store_true")
     ap.add_argument("--check", action="store_true")
     ap.add_argument("--timeout", type=float, default=600)
+    ap.add_argument("--quick", action="store_true", help="end to end only, print JSON, no report")
+    ap.add_argument("--quick-n", type=int, default=50000)
+    ap.add_argument("--compare", nargs="*", help="--quick: more build directories, side by side")
+    ap.add_argument("--repeat", type=int, default=1)
     a = ap.parse_args()
     if a.smoke:
         a.timeout = min(a.timeout, 60)
@@ -631,6 +650,9 @@ def main():
         subprocess.run(["ninja", "-C", a.build_dir, "flashpoint", "fpbench"], check=True,
                        stdout=subprocess.DEVNULL)
     b = Bench(a)
+    if a.quick:
+        b.quick()
+        return 0
     R = b.run()
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     report(R, a.out, a.smoke, time.time() - t0)

@@ -4,7 +4,8 @@
  * store_mem.c) through fp_store_backend_t.
  *
  * How it works: fp_store_apply turns a batch of ops into ONE script call (mode "apply",
- * 8 ARGV per op, bucket index computed here with floor division); the script
+ * each window touched named once, each offset once, then 2 or 3 ARGV per op; bucket index
+ * computed here with floor division); the script
  * (store_windows.lua) applies what is above the fence, answers the rest from the memo, and
  * returns every op's result as text ("v" or "v,mean,stddev", ';'-separated, %.17g-exact),
  * which is parsed back into op->out. Numbers are formatted into one scratch buffer whose
@@ -48,6 +49,12 @@ void fp_store_destroy(fp_store_t *st) {
   free(st->argvlen);
   free(st->numoff);
   free(st->nums);
+  free(st->wslot);
+  free(st->opwin);
+  free(st->perm);
+  free(st->wstart);
+  free(st->kidx);
+  fp_buf_free(&st->blob);
   st->be->destroy(st);
 }
 
@@ -101,17 +108,21 @@ static fp_err_t argv_str(fp_store_t *st, const char *s, size_t len) {
 
 static fp_err_t argv_cstr(fp_store_t *st, const char *s) { return argv_str(st, s, strlen(s)); }
 
+/* Room for one more number in st->nums (32 bytes, enough for any %.17g or int64). */
+static fp_err_t nums_reserve(fp_store_t *st) {
+  if (st->numcap - st->numlen >= 32) return FP_OK;
+  size_t cap = st->numcap ? st->numcap * 2 : 4096;
+  char *p = realloc(st->nums, cap);
+  if (!p) return FP_ERR_NOMEM;
+  st->nums = p;
+  st->numcap = cap;
+  return FP_OK;
+}
+
 /* Adds a formatted number, kept in st->nums until argv_finish. */
 static fp_err_t argv_fmt(fp_store_t *st, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static fp_err_t argv_fmt(fp_store_t *st, const char *fmt, ...) {
-  if (argv_reserve(st, 1)) return FP_ERR_NOMEM;
-  if (st->numcap - st->numlen < 32) {
-    size_t cap = st->numcap ? st->numcap * 2 : 4096;
-    char *p = realloc(st->nums, cap);
-    if (!p) return FP_ERR_NOMEM;
-    st->nums = p;
-    st->numcap = cap;
-  }
+  if (argv_reserve(st, 1) || nums_reserve(st)) return FP_ERR_NOMEM;
   va_list ap;
   va_start(ap, fmt);
   int w = vsnprintf(st->nums + st->numlen, st->numcap - st->numlen, fmt, ap);
@@ -122,6 +133,22 @@ static fp_err_t argv_fmt(fp_store_t *st, const char *fmt, ...) {
   st->argvlen[st->argc] = (size_t)w;
   st->argc++;
   st->numlen += (size_t)w + 1;
+  return FP_OK;
+}
+
+/* Adds a decimal integer (no printf: a batch has several per mention). */
+static fp_err_t argv_i64(fp_store_t *st, int64_t v) {
+  if (argv_reserve(st, 1) || nums_reserve(st)) return FP_ERR_NOMEM;
+  char *d = st->nums + st->numlen;
+  size_t n = 0;
+  if (v < 0) d[n++] = '-';
+  n += fp_fmt_u64(d + n, v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v);
+  d[n] = '\0';
+  st->argv[st->argc] = NULL;
+  st->numoff[st->argc] = st->numlen;
+  st->argvlen[st->argc] = n;
+  st->argc++;
+  st->numlen += n + 1;
   return FP_OK;
 }
 
@@ -193,17 +220,299 @@ static int parse_out(const char **p, const char *end, fp_win_value_t *out) {
   return 0;
 }
 
+/* FNV-1a: the window table's hash. */
+static uint32_t key_hash(const char *s) {
+  uint32_t h = 2166136261u;
+  for (; *s; s++) h = (h ^ (unsigned char)*s) * 16777619u;
+  return h;
+}
+
+/*
+ * Gives every op its window's position in the call (st->opwin[i], 1-based, in first-touch
+ * order) and returns the number of windows; the first op naming a window stands for it.
+ */
+static fp_err_t window_table(fp_store_t *st, const fp_win_op_t *ops, size_t n, size_t *nwin) {
+  size_t cap = 16;
+  while (cap < 2 * n) cap *= 2;
+  if (cap > st->wslotcap) {
+    uint32_t *p = realloc(st->wslot, cap * sizeof(*p));
+    if (!p) return FP_ERR_NOMEM;
+    st->wslot = p;
+    st->wslotcap = cap;
+  }
+  if (n > st->opwincap) {
+    uint32_t *p = realloc(st->opwin, n * sizeof(*p));
+    if (!p) return FP_ERR_NOMEM;
+    st->opwin = p;
+    st->opwincap = n;
+  }
+  memset(st->wslot, 0, cap * sizeof(*st->wslot));
+  uint32_t *first = st->wslot; /* slot -> first op index + 1 */
+  size_t w = 0;
+  for (size_t i = 0; i < n; i++) {
+    size_t h = key_hash(ops[i].key) & (cap - 1);
+    for (;;) {
+      uint32_t f = first[h];
+      if (!f) {
+        first[h] = (uint32_t)i + 1;
+        st->opwin[i] = (uint32_t)++w;
+        break;
+      }
+      if (strcmp(ops[f - 1].key, ops[i].key) == 0) {
+        st->opwin[i] = st->opwin[f - 1];
+        break;
+      }
+      h = (h + 1) & (cap - 1);
+    }
+  }
+  *nwin = w;
+  return FP_OK;
+}
+
+/*
+ * Parses one op's result. A BASELINE result comes as "count,sum,sumsq" of the steps before
+ * the op's (integers the script prints cheaply); mean and deviation are computed here, with
+ * the same operations in the same order as the script used to, so the doubles are the same.
+ */
+static int parse_op(const char **p, const char *end, fp_win_op_t *op) {
+  if (parse_out(p, end, &op->out)) return -1;
+  if (op->spec->kind == FP_WIN_BASELINE) {
+    double n = (double)(op->spec->size_ms / op->spec->step_ms);
+    double t = op->out.mean, q = op->out.stddev;
+    double var = (q - t * t / n) / n;
+    if (var < 0) var = 0;
+    op->out.mean = t / n;
+    op->out.stddev = sqrt(var);
+  }
+  return 0;
+}
+
 static int64_t reply_i64(const fp_store_reply_t *rep, size_t i) {
   int64_t v = -1;
   if (i < rep->n && rep->str[i]) fp_parse_i64(rep->str[i], INT64_MIN, INT64_MAX, &v);
   return v;
 }
 
+/* Grows a scratch array of uint32_t to hold @p need elements. */
+static fp_err_t grow_u32(uint32_t **p, size_t *cap, size_t need) {
+  if (need <= *cap) return FP_OK;
+  size_t c = *cap ? *cap : 64;
+  while (c < need) c *= 2;
+  uint32_t *q = realloc(*p, c * sizeof(*q));
+  if (!q) return FP_ERR_NOMEM;
+  *p = q;
+  *cap = c;
+  return FP_OK;
+}
+
+/*
+ * Runs one "apply" or "peek" call for ops[0..n) (ascending offsets). Ops are sent window by
+ * window (stable within a window: a window's ops keep their order, and no op reads another
+ * window), so the script names each window once; st->perm[j] is the op sent j-th, and the
+ * reply's results come in that order. The memo index sent along says, for every op in
+ * sending order, its offset (relative to the first) and its position among its offset's
+ * ops: "d.k,d.k,...". On return *rep borrows from the backend until its next call.
+ */
+static fp_err_t call_ops(fp_store_t *st, const char *mode, const char *source, const fp_win_op_t *ops,
+                         size_t n, int64_t committed, fp_store_reply_t *rep, char *errstr,
+                         size_t errstr_size) {
+  fp_err_t err;
+  size_t nwin = 0;
+  if ((err = window_table(st, ops, n, &nwin)) || (err = grow_u32(&st->perm, &st->permcap, n)) ||
+      (err = grow_u32(&st->wstart, &st->wstartcap, nwin + 2)))
+    return fp_seterr(errstr, errstr_size, err, "store: out of memory building a batch");
+  /* counting sort by window position, stable */
+  memset(st->wstart, 0, (nwin + 2) * sizeof(*st->wstart));
+  for (size_t i = 0; i < n; i++) st->wstart[st->opwin[i] + 1]++;
+  for (size_t w = 1; w <= nwin + 1; w++) st->wstart[w] += st->wstart[w - 1];
+  for (size_t i = 0; i < n; i++) st->perm[st->wstart[st->opwin[i]]++] = (uint32_t)i;
+  /* now wstart[w] is the end of window w's ops (1-based w), wstart[w-1] its start */
+
+  int64_t first = ops[0].offset, last = ops[n - 1].offset;
+  fp_buf_reset(&st->blob);
+  if (!strcmp(mode, "apply")) {
+    /* k of each op: its position among its offset's ops */
+    if ((err = grow_u32(&st->kidx, &st->kidxcap, n)))
+      return fp_seterr(errstr, errstr_size, err, "store: out of memory building a batch");
+    for (size_t i = 0; i < n; i++)
+      st->kidx[i] = (i && ops[i].offset == ops[i - 1].offset) ? st->kidx[i - 1] + 1 : 0;
+    for (size_t j = 0; j < n && !err; j++) {
+      size_t i = st->perm[j];
+      char tmp[48];
+      size_t l = fp_fmt_u64(tmp, (uint64_t)(ops[i].offset - first));
+      tmp[l++] = '.';
+      l += fp_fmt_u64(tmp + l, st->kidx[i]);
+      if (j + 1 < n) tmp[l++] = ',';
+      err = fp_buf_append(&st->blob, tmp, l);
+    }
+    if (err) return fp_seterr(errstr, errstr_size, err, "store: out of memory building a batch");
+  }
+
+  argv_reset(st);
+  err = argv_cstr(st, mode);
+  if (!err) err = argv_cstr(st, st->prefix);
+  if (!err) err = argv_cstr(st, source);
+  if (!err) err = argv_i64(st, committed);
+  if (!err) err = argv_i64(st, st->memo_ttl_ms);
+  if (!err) err = argv_i64(st, st->fence_ttl_ms);
+  if (!err) err = argv_i64(st, st->lateness_ms);
+  if (!err) err = argv_cstr(st, st->loss_check ? "1" : "0");
+  if (!err) err = argv_i64(st, (int64_t)nwin);
+  if (!err) err = argv_i64(st, first);
+  if (!err) err = argv_i64(st, last);
+  if (!err) err = argv_str(st, st->blob.data ? st->blob.data : "", st->blob.len);
+  static const char kinds[][2] = {"c", "s", "d", "t", "b"};
+  for (size_t w = 1; w <= nwin && !err; w++) {
+    const fp_win_op_t *op = &ops[st->perm[w == 1 ? 0 : st->wstart[w - 1]]];
+    const fp_win_spec_t *sp = op->spec;
+    size_t cnt = st->wstart[w] - (w == 1 ? 0 : st->wstart[w - 1]);
+    err = argv_cstr(st, op->key);
+    if (!err) err = argv_str(st, kinds[sp->kind], 1);
+    if (!err) err = argv_i64(st, sp->size_ms / sp->step_ms);
+    if (!err) err = argv_i64(st, sp->step_ms);
+    if (!err) err = argv_i64(st, (int64_t)cnt);
+  }
+  for (size_t j = 0; j < n && !err; j++) {
+    const fp_win_op_t *op = &ops[st->perm[j]];
+    err = argv_i64(st, floordiv(op->ts_ms, op->spec->step_ms));
+    if (err) break;
+    switch (op->spec->kind) {
+    case FP_WIN_SUM:
+      if (op->amount == (double)(int64_t)op->amount && fabs(op->amount) < 1e15)
+        err = argv_i64(st, (int64_t)op->amount);
+      else
+        err = argv_fmt(st, "%.17g", op->amount);
+      break;
+    case FP_WIN_DISTINCT:
+    case FP_WIN_TOPK:
+      err = argv_cstr(st, op->member ? op->member : "");
+      break;
+    default:
+      break;
+    }
+  }
+  if (err) return fp_seterr(errstr, errstr_size, err, "store: out of memory building a batch");
+  return eval(st, rep, errstr, errstr_size);
+}
+
+/* Parses an "A" or "P" reply's results (in sending order) into the ops' out. */
+static fp_err_t parse_results(fp_store_t *st, const fp_store_reply_t *rep, fp_win_op_t *ops,
+                              size_t n, char *errstr, size_t errstr_size) {
+  if (rep->n != 3 || !rep->str[2])
+    return fp_seterr(errstr, errstr_size, FP_ERR_FATAL, "store: malformed reply (%zu elements)",
+                     rep->n);
+  const char *p = rep->str[2], *end = rep->str[2] + rep->len[2];
+  for (size_t j = 0; j < n; j++)
+    if (parse_op(&p, end, &ops[st->perm[j]]))
+      return fp_seterr(errstr, errstr_size, FP_ERR_FATAL, "store: malformed result for op %zu", j);
+  return FP_OK;
+}
+
+typedef struct {
+  int64_t offset;
+  uint32_t k;
+  const char *val; /* borrowed from the reply */
+  const char *end;
+} memo_entry_t;
+
+static int memo_cmp(const void *a, const void *b) {
+  const memo_entry_t *x = a, *y = b;
+  if (x->offset != y->offset) return x->offset < y->offset ? -1 : 1;
+  return (x->k > y->k) - (x->k < y->k);
+}
+
+/* Reads the memo records of an "R" reply: "first-last" -> "d.k,...|r;r;...". */
+static fp_err_t memo_entries(const fp_store_reply_t *rep, memo_entry_t **out, size_t *nout) {
+  size_t cap = 0, n = 0;
+  memo_entry_t *e = NULL;
+  for (size_t r = 2; r + 1 < rep->n; r += 2) {
+    if (!rep->str[r] || !rep->str[r + 1]) continue;
+    int64_t first;
+    char *dash;
+    first = strtoll(rep->str[r], &dash, 10);
+    if (dash == rep->str[r] || *dash != '-') continue; /* not a record */
+    const char *v = rep->str[r + 1], *vend = v + rep->len[r + 1];
+    const char *bar = memchr(v, '|', (size_t)(vend - v));
+    if (!bar) continue;
+    const char *ip = v, *rp = bar + 1;
+    while (ip < bar && rp <= vend) {
+      char *q;
+      long long d = strtoll(ip, &q, 10);
+      if (q == ip || *q != '.') break;
+      unsigned long k = strtoul(q + 1, &q, 10);
+      ip = q < bar && *q == ',' ? q + 1 : bar;
+      const char *rend = memchr(rp, ';', (size_t)(vend - rp));
+      if (!rend) rend = vend;
+      if (n == cap) {
+        cap = cap ? cap * 2 : 256;
+        memo_entry_t *ne = realloc(e, cap * sizeof(*e));
+        if (!ne) {
+          free(e);
+          return FP_ERR_NOMEM;
+        }
+        e = ne;
+      }
+      e[n++] = (memo_entry_t){first + d, (uint32_t)k, rp, rend};
+      rp = rend + 1;
+    }
+  }
+  if (n) qsort(e, n, sizeof(*e), memo_cmp);
+  *out = e;
+  *nout = n;
+  return FP_OK;
+}
+
+/*
+ * The replay path: ops[0..s) are at or below the fence. Their values come from the memo
+ * records in @p rep; those without one (the memo expired or was pruned) are recomputed
+ * read-only with a "peek" call. Counts replayed and recomputed offsets into @p res.
+ */
+static fp_err_t replay(fp_store_t *st, const char *source, fp_win_op_t *ops, size_t s,
+                       const fp_store_reply_t *rep, fp_store_result_t *res, char *errstr,
+                       size_t errstr_size) {
+  memo_entry_t *e = NULL;
+  size_t ne = 0, nmiss = 0;
+  fp_win_op_t *miss = NULL;
+  size_t *missidx = NULL;
+  fp_err_t err = FP_OK;
+  if (memo_entries(rep, &e, &ne)) return fp_seterr(errstr, errstr_size, FP_ERR_NOMEM, "store: out of memory");
+  if (!(miss = malloc(s * sizeof(*miss))) || !(missidx = malloc(s * sizeof(*missidx)))) {
+    err = fp_seterr(errstr, errstr_size, FP_ERR_NOMEM, "store: out of memory");
+    goto done;
+  }
+  uint32_t k = 0;
+  int64_t last_missed = -1;
+  for (size_t i = 0; i < s; i++) {
+    k = (i && ops[i].offset == ops[i - 1].offset) ? k + 1 : 0;
+    if (k == 0) res->replayed++;
+    memo_entry_t key = {ops[i].offset, k, NULL, NULL};
+    memo_entry_t *hit = ne ? bsearch(&key, e, ne, sizeof(*e), memo_cmp) : NULL;
+    const char *p = hit ? hit->val : NULL;
+    if (hit && parse_op(&p, hit->end, &ops[i]) == 0) continue;
+    if (ops[i].offset != last_missed) res->recomputed++;
+    last_missed = ops[i].offset;
+    missidx[nmiss] = i;
+    miss[nmiss++] = ops[i];
+  }
+  if (nmiss) {
+    fp_store_reply_t prep = {0};
+    if ((err = call_ops(st, "peek", source, miss, nmiss, -1, &prep, errstr, errstr_size)) ||
+        (err = parse_results(st, &prep, miss, nmiss, errstr, errstr_size)))
+      goto done;
+    for (size_t j = 0; j < nmiss; j++) ops[missidx[j]].out = miss[j].out;
+  }
+done:
+  free(e);
+  free(miss);
+  free(missidx);
+  return err;
+}
+
 fp_err_t fp_store_apply(fp_store_t *st, const char *source, fp_win_op_t *ops, size_t n,
                         int64_t committed, fp_store_result_t *res, char *errstr,
                         size_t errstr_size) {
   fp_err_t err;
-  fp_store_reply_t rep = {0};
+  fp_store_result_t r = {0};
 
   if (res) memset(res, 0, sizeof(*res));
   if (!st || !source || !*source || (n && !ops))
@@ -218,54 +527,42 @@ fp_err_t fp_store_apply(fp_store_t *st, const char *source, fp_win_op_t *ops, si
                        "non-finite amount", i);
   }
 
-  argv_reset(st);
-  err = argv_cstr(st, "apply");
-  if (!err) err = argv_cstr(st, st->prefix);
-  if (!err) err = argv_cstr(st, source);
-  if (!err) err = argv_fmt(st, "%lld", (long long)committed);
-  if (!err) err = argv_fmt(st, "%lld", (long long)st->memo_ttl_ms);
-  if (!err) err = argv_fmt(st, "%lld", (long long)st->fence_ttl_ms);
-  if (!err) err = argv_fmt(st, "%lld", (long long)st->lateness_ms);
-  if (!err) err = argv_cstr(st, st->loss_check ? "1" : "0");
-  if (!err) err = argv_fmt(st, "%zu", n);
-  for (size_t i = 0; i < n && !err; i++) {
-    const fp_win_op_t *op = &ops[i];
-    static const char kinds[][2] = {"c", "s", "d", "t", "b"};
-    err = argv_fmt(st, "%lld", (long long)op->offset);
-    if (!err) err = argv_str(st, kinds[op->spec->kind], 1);
-    if (!err) err = argv_cstr(st, op->key);
-    if (!err) err = argv_fmt(st, "%lld", (long long)(op->spec->size_ms / op->spec->step_ms));
-    if (!err) err = argv_fmt(st, "%lld", (long long)op->spec->step_ms);
-    if (!err) err = argv_fmt(st, "%lld", (long long)floordiv(op->ts_ms, op->spec->step_ms));
-    if (!err) err = argv_fmt(st, "%.17g", op->spec->kind == FP_WIN_SUM ? op->amount : 1.0);
-    if (!err) err = argv_cstr(st, op->member ? op->member : "");
+  /* A replay answers what it can and sends the rest again; the fence only moves up, so
+     this ends (the bound is for a store that keeps answering nonsense). */
+  for (int round = 0; n > 0; round++) {
+    fp_store_reply_t rep = {0};
+    if (round == 8)
+      return fp_seterr(errstr, errstr_size, FP_ERR_FATAL, "store: source %s: fence keeps moving", source);
+    if ((err = call_ops(st, "apply", source, ops, n, committed, &rep, errstr, errstr_size))) return err;
+    if (rep.n >= 2 && rep.str[0] && rep.len[0] == 1 && rep.str[0][0] == 'A') {
+      if ((err = parse_results(st, &rep, ops, n, errstr, errstr_size))) return err;
+      int64_t late = reply_i64(&rep, 1);
+      if (late > 0) r.too_late += (size_t)late;
+      for (size_t i = 0; i < n; i++)
+        if (i == 0 || ops[i].offset != ops[i - 1].offset) r.applied++;
+      break;
+    }
+    if (rep.n < 2 || !rep.str[0] || rep.len[0] != 1 || rep.str[0][0] != 'R')
+      return fp_seterr(errstr, errstr_size, FP_ERR_FATAL, "store: malformed apply reply (%zu elements)",
+                       rep.n);
+    int64_t fence = reply_i64(&rep, 1);
+    size_t s = 0;
+    while (s < n && ops[s].offset <= fence) s++;
+    if (s == 0)
+      return fp_seterr(errstr, errstr_size, FP_ERR_FATAL, "store: replay reply without a replayed offset");
+    if ((err = replay(st, source, ops, s, &rep, &r, errstr, errstr_size))) return err;
+    ops += s;
+    n -= s;
   }
-  if (err) return fp_seterr(errstr, errstr_size, err, "store: out of memory building a batch");
-
-  if ((err = eval(st, &rep, errstr, errstr_size))) return err;
-  if (rep.n != 5 || !rep.str[4])
-    return fp_seterr(errstr, errstr_size, FP_ERR_FATAL, "store: malformed apply reply (%zu elements)",
-                     rep.n);
-  const char *p = rep.str[4], *end = rep.str[4] + rep.len[4];
-  for (size_t i = 0; i < n; i++) {
-    if (parse_out(&p, end, &ops[i].out))
-      return fp_seterr(errstr, errstr_size, FP_ERR_FATAL, "store: malformed result for op %zu", i);
-  }
-  int64_t recomputed = reply_i64(&rep, 2), late = reply_i64(&rep, 3);
-  if (res) {
-    res->applied = (size_t)reply_i64(&rep, 0);
-    res->replayed = (size_t)reply_i64(&rep, 1);
-    res->recomputed = (size_t)recomputed;
-    res->too_late = (size_t)late;
-  }
-  if (recomputed > 0) {
-    st->memo_misses += (uint64_t)recomputed;
+  if (r.recomputed > 0) {
+    st->memo_misses += (uint64_t)r.recomputed;
     fp_log_once(FP_LOG_WARN, "store",
-                "source %s: %lld replayed offsets had no memo left (expired or pruned); their "
+                "source %s: %zu replayed offsets had no memo left (expired or pruned); their "
                 "window values were recomputed read-only and may differ from the first run",
-                source, (long long)recomputed);
+                source, r.recomputed);
   }
-  if (late > 0) st->too_late += (uint64_t)late;
+  if (r.too_late > 0) st->too_late += (uint64_t)r.too_late;
+  if (res) *res = r;
   return FP_OK;
 }
 

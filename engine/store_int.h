@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "store.h"
+#include "util.h"
 
 /** An embedded server-side script. Identity is the struct's address. */
 typedef struct fp_store_script_s {
@@ -65,6 +66,15 @@ struct fp_store_s {
   size_t argc, argcap;
   char *nums;
   size_t numlen, numcap;
+  /* fp_store_apply's window table: open addressing over the ops' keys (slot -> op index + 1,
+     0 = empty), and each op's window position (1-based) */
+  uint32_t *wslot;
+  size_t wslotcap;
+  uint32_t *opwin;
+  size_t opwincap;
+  uint32_t *perm, *wstart, *kidx; /* sending order, per-window ends, position within offset */
+  size_t permcap, wstartcap, kidxcap;
+  fp_buf_t blob; /* the memo index of an apply call */
 };
 
 /** Initialises the common part; @p prefix is copied. @returns FP_OK or FP_ERR_NOMEM. */

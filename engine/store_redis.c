@@ -43,6 +43,8 @@ typedef struct fp_store_redis_s {
   size_t *rlen, rcap;
   const char **cmdv;       /* "EVALSHA sha 0" + ARGV */
   size_t *cmdl, cmdcap;
+  char *resp;              /* the command in RESP, built here rather than by hiredis's */
+  size_t respcap;          /* printf-style formatter (a batch has thousands of arguments) */
 } fp_store_redis_t;
 
 static void drop_conn(fp_store_redis_t *r) {
@@ -67,12 +69,48 @@ static fp_err_t classify(const char *msg) {
   return FP_ERR_REDIS;
 }
 
+/* Writes the command as a RESP array into r->resp; returns its length, 0 when out of memory. */
+static size_t format_resp(fp_store_redis_t *r, int argc, const char **argv, const size_t *lens) {
+  size_t need = 16;
+  for (int i = 0; i < argc; i++) need += lens[i] + 26;
+  if (need > r->respcap) {
+    size_t cap = r->respcap ? r->respcap : 4096;
+    while (cap < need) cap *= 2;
+    char *p = realloc(r->resp, cap);
+    if (!p) return 0;
+    r->resp = p;
+    r->respcap = cap;
+  }
+  char *d = r->resp;
+  *d++ = '*';
+  d += fp_fmt_u64(d, (uint64_t)argc);
+  *d++ = '\r';
+  *d++ = '\n';
+  for (int i = 0; i < argc; i++) {
+    *d++ = '$';
+    d += fp_fmt_u64(d, lens[i]);
+    *d++ = '\r';
+    *d++ = '\n';
+    memcpy(d, argv[i], lens[i]);
+    d += lens[i];
+    *d++ = '\r';
+    *d++ = '\n';
+  }
+  return (size_t)(d - r->resp);
+}
+
 /* Sends one command; on I/O failure drops the connection. *out is an owned non-error reply. */
 static fp_err_t command(fp_store_redis_t *r, int argc, const char **argv, const size_t *lens,
                         redisReply **out, char *errstr, size_t errstr_size) {
   *out = NULL;
   r->base.roundtrips++;
-  redisReply *rep = redisCommandArgv(r->c, argc, argv, lens);
+  redisReply *rep = NULL;
+  size_t len;
+  if (!(len = format_resp(r, argc, argv, lens)))
+    return fp_seterr(errstr, errstr_size, FP_ERR_NOMEM, "redis: out of memory formatting a command");
+  if (redisAppendFormattedCommand(r->c, r->resp, len) != REDIS_OK ||
+      redisGetReply(r->c, (void **)&rep) != REDIS_OK)
+    rep = NULL;
   if (!rep) {
     fp_err_t e = fp_seterr(errstr, errstr_size, FP_ERR_REDIS, "redis %s:%d: %s (%s)", r->host,
                            r->port, r->c->errstr[0] ? r->c->errstr : "I/O error",
@@ -261,6 +299,7 @@ static void redis_destroy(fp_store_t *st) {
   free(r->rlen);
   free(r->cmdv);
   free(r->cmdl);
+  free(r->resp);
   free(r);
 }
 

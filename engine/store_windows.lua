@@ -21,8 +21,10 @@ index = floor(ts_ms / step_ms), computed by the caller in C):
                    until a PFADD changes it, instead of a union of n keys per op. Same
                    registers as the multi-key PFCOUNT, so the same estimate.
   P:fence:S        string: highest offset applied for source S.
-  P:memo:S         hash: "<offset>" -> results of that offset's ops ("v" or "v,mean,sd",
-                   ';'-separated in op order); "_lo" = lowest offset that may still have a field.
+  P:memo:S         hash: one record per apply call, "<first>-<last>" (its offsets) -> the
+                   caller's index of its ops ("d.k,..." in sending order: offset - first, and
+                   position among that offset's ops), '|', their results ';'-separated in the
+                   same order. Records wholly below the commit point are dropped on every call.
 
 Running totals: for COUNT/SUM/TOPK, t = sum of buckets h-n+1..h; for BASELINE, t and q = sum
 and sum of squares of buckets h-n..h-1. Moving the head from h to b touches only the buckets
@@ -36,11 +38,24 @@ and flushed with one HSET/HDEL/PEXPIRE per window at the end, and late-op window
 baseline statistics are memoised per (window, bucket) and patched on later writes.
 
 Protocol (all ARGV, no KEYS; every reply element is a string):
-  apply P S committed memo_ttl fence_ttl lateness_ms losscheck nops
-        then nops x (offset kind key n step bucket amount member), kind in c s d t b
+  apply P S committed memo_ttl fence_ttl lateness_ms losscheck nwin first last index
+        then nwin x (key kind n step count): the windows this call touches, each once, kind
+             in c s d t b, and how many ops each has
+        then the ops window by window (a window's ops in offset order; windows are
+             independent, so this order gives the same values as offset order): each is
+             the bucket, then the amount for SUM or the member for DISTINCT and TOPK
+        Every window's parameters come once per call, not once per op: building ARGV
+        strings and converting them is a large part of a call's cost in Redis.
+        first, last: the call's lowest and highest offsets; index: the memo index (P:memo:S)
         losscheck "1": no fence while committed > 0 means the store lost data: nothing is
         applied and the reply is the error "FPLOST ..." (the engine rebuilds first)
-     -> { applied, replayed, recomputed, too_late, "r1;r2;...;rn" }
+     -> { "A", too_late, "r1;r2;...;rn" } results in sending order: a number, or for BASELINE
+        "count,sum,sumsq" of the steps before (the caller computes mean and deviation)
+     -> { "R", fence, record, value, ... } when the first offset is at or below the fence:
+        nothing applied; the caller takes the replayed offsets' results from the memo
+        records (peek for those without one) and sends the rest again
+  peek  (same arguments as apply) -> { "P", 0, "r1;...;rn" }: values as of each op's bucket,
+        nothing written
   fence P S                 -> { offset or "-1" }
   topk  P K n step bucket k -> { term, count, term, count, ... } candidates only (every term
                                whose count reaches the k-th largest); the caller sorts.
@@ -52,13 +67,37 @@ local ceil, sqrt, min, max = math.ceil, math.sqrt, math.min, math.max
 local CHUNK = 4000 -- variadic arguments per redis.call (Lua 5.1's C stack allows 8000)
 local MEMO_PRUNE_BUDGET = 20000 -- memo offsets examined per call at most
 
-local function fint(x) return string.format('%d', x) end
+-- Integers as text, remembered for the call: bucket numbers recur across every window of a
+-- step, and formatting is a large part of a call's own time.
+local FI = {}
+local function fint(x)
+  local s = FI[x]
+  if not s then s = string.format('%d', x); FI[x] = s end
+  return s
+end
 
--- Shortest of %.15g/%.17g that reads back as the same double.
-local function fnum(x)
+-- Shortest of %.15g/%.17g that reads back as the same double; integral values (counts,
+-- nearly every result) take a cheaper path: tostring prints an integer subtype (Lua 5.4)
+-- or an integral double below 1e14 (Lua 5.1, "%.14g") as plain digits.
+local floor = math.floor
+local toint = math.tointeger -- nil in Lua 5.1
+local function fnum_slow(x)
   local s = string.format('%.15g', x)
   if tonumber(s) ~= x then s = string.format('%.17g', x) end
   return s
+end
+local fnum
+if toint then
+  fnum = function(x)
+    local i = toint(x)
+    if i and i > -1e14 and i < 1e14 and (i ~= 0 or 1 / x > 0) then return tostring(i) end
+    return fnum_slow(x)
+  end
+else
+  fnum = function(x)
+    if x == floor(x) and x > -1e14 and x < 1e14 and (x ~= 0 or 1 / x > 0) then return tostring(x) end
+    return fnum_slow(x)
+  end
 end
 
 local function num(s)
@@ -98,10 +137,16 @@ local too_late = 0
 local function win(key, kind, n, step, lb)
   local w = W[key]
   if w then return w end
-  w = { hk = P .. ':w:' .. key, bk = P .. ':wb:' .. key .. ':', uk = P .. ':wu:' .. key, kind = kind, n = n,
-        step = step, lb = lb, v = {}, dirty = {}, del = {}, delk = {}, touched = {}, ws = {}, bs = {},
-        pm = {}, ti = {}, tib = {},
-        dc = {}, t = 0, q = 0, changed = false }
+  -- ws, bs, dc (memoised sums, statistics, distinct counts), del, delk (pruned fields and
+  -- keys), touched, bkc (bucket key names) are made when first needed: a call touches
+  -- hundreds of windows, most with a few ops
+  w = { hk = P .. ':w:' .. key, kind = kind, n = n,
+        step = step, lb = lb, v = {}, dirty = {}, t = 0, q = 0, changed = false }
+  if kind == 'd' then
+    w.pm, w.bk, w.uk = {}, P .. ':wb:' .. key .. ':', P .. ':wu:' .. key
+  elseif kind == 't' then
+    w.ti, w.tib, w.bk = {}, {}, P .. ':wb:' .. key .. ':'
+  end
   local r = call('HMGET', w.hk, 'h', 'lo', 't', 'q', 'u')
   if r[1] then
     w.h, w.lo, w.t, w.q = tonumber(r[1]), tonumber(r[2]), num(r[3]), num(r[4])
@@ -143,19 +188,38 @@ local function set(w, b, x)
   if b < w.lo then w.lo = b end
 end
 
+-- The key of bucket b's HyperLogLog (DISTINCT) or term hash (TOPK), made once per call.
+local function bkey(w, b)
+  local c = w.bkc
+  if not c then c = {}; w.bkc = c end
+  local k = c[b]
+  if not k then k = w.bk .. fint(b); c[b] = k end
+  return k
+end
+
+local function touch(w, b)
+  local t = w.touched
+  if not t then t = {}; w.touched = t end
+  t[b] = true
+end
+
 -- Deletes buckets that no op within the lateness can need any more.
 local function prune(w, oldh)
   local kf = w.h - w.n - w.lb
   if w.lo >= kf then return end
   local keys, fields = (w.kind == 'd' or w.kind == 't'), (w.kind ~= 'd')
+  w.del, w.delk = w.del or {}, w.delk or {}
   for b = w.lo, min(kf - 1, oldh) do
-    w.v[b], w.dirty[b], w.touched[b], w.pm[b], w.ti[b] = nil, nil, nil, nil, nil
+    w.v[b], w.dirty[b] = nil, nil
+    if w.touched then w.touched[b] = nil end
+    if w.pm then w.pm[b] = nil end
+    if w.ti then w.ti[b] = nil end
     if keys then w.delk[#w.delk + 1] = w.bk .. fint(b) end
     if fields then w.del[#w.del + 1] = fint(b) end
   end
   w.lo = kf
   if w.slo and w.slo < kf then w.slo = kf end
-  w.ws, w.bs, w.dc = {}, {}, {}
+  w.ws, w.bs, w.dc = nil, nil, nil
 end
 
 local function advance(w, b)
@@ -185,25 +249,29 @@ end
 -- Sum of buckets b-n+1..b, memoised per call (kept exact by add_range).
 local function rsum(w, b)
   if w.h ~= nil and b == w.h then return w.t end
-  local s = w.ws[b]
+  local ws = w.ws
+  if not ws then ws = {}; w.ws = ws end
+  local s = ws[b]
   if s then return s end
   s = 0
   fetch(w, b - w.n + 1, b)
   for j = b - w.n + 1, b do s = s + get(w, j) end
-  w.ws[b] = s
+  ws[b] = s
   return s
 end
 
 -- Count, sum and sum of squares of buckets b-n..b-1, memoised per call.
 local function bstats(w, b)
   if w.h ~= nil and b == w.h then return w.t, w.q end
-  local e = w.bs[b]
+  local bs = w.bs
+  if not bs then bs = {}; w.bs = bs end
+  local e = bs[b]
   if not e then
     local t, q = 0, 0
     fetch(w, b - w.n, b - 1)
     for j = b - w.n, b - 1 do local x = get(w, j); t = t + x; q = q + x * x end
     e = { t, q }
-    w.bs[b] = e
+    bs[b] = e
   end
   return e[1], e[2]
 end
@@ -224,7 +292,9 @@ local function union(w)
 end
 
 local function dcount(w, b)
-  local c = w.dc[b]
+  local dc = w.dc
+  if not dc then dc = {}; w.dc = dc end
+  local c = dc[b]
   if c then return c end
   c = 0
   if w.h ~= nil and b == w.h then
@@ -235,36 +305,40 @@ local function dcount(w, b)
     for j = max(b - w.n + 1, w.lo), min(b, w.h) do keys[#keys + 1] = w.bk .. fint(j) end
     if #keys > 0 then c = call('PFCOUNT', unpack(keys)) end
   end
-  w.dc[b] = c
+  dc[b] = c
   return c
 end
 
-local function baseline_out(v, t, q, n)
-  local mean = t / n
-  local var = (q - t * t / n) / n
-  if var < 0 then var = 0 end
-  return fnum(v) .. ',' .. fnum(mean) .. ',' .. fnum(sqrt(var))
+-- A BASELINE result: the step's count, and the sum and sum of squares of the n steps before
+-- it, from which the caller computes mean and standard deviation (all three are integers:
+-- printing them is cheap and exact, where mean and deviation would need %.17g here).
+local function baseline_out(v, t, q)
+  if q < 1e14 then return v .. ',' .. t .. ',' .. q end
+  return fnum(v) .. ',' .. fnum(t) .. ',' .. fnum(q)
 end
 
 -- Value as of bucket b without changing anything.
 local function peek(w, b)
   if w.kind == 'b' then
-    if w.h == nil then return baseline_out(0, 0, 0, w.n) end
+    if w.h == nil then return baseline_out(0, 0, 0) end
     local t, q = bstats(w, b)
-    return baseline_out(get(w, b), t, q, w.n)
+    return baseline_out(get(w, b), t, q)
   elseif w.kind == 'd' then
-    return fnum(dcount(w, b))
+    return dcount(w, b)
   end
-  if w.h == nil then return '0' end
-  return fnum(rsum(w, b))
+  if w.h == nil then return 0 end
+  return rsum(w, b)
 end
 
 -- Adds a to bucket b of a COUNT/SUM/TOPK window, keeping t and the memoised sums exact.
 local function add_range(w, b, a)
   set(w, b, get(w, b) + a)
   if b > w.h - w.n then w.t = w.t + a end
-  for k, s in pairs(w.ws) do
-    if k >= b and k < b + w.n then w.ws[k] = s + a end
+  local ws = w.ws
+  if ws then
+    for k, s in pairs(ws) do
+      if k >= b and k < b + w.n then ws[k] = s + a end
+    end
   end
 end
 
@@ -281,17 +355,19 @@ local function apply(w, b, amount, member)
   if kind == 'c' or kind == 's' then
     w.changed = true
     add_range(w, b, kind == 'c' and 1 or amount)
-    return fnum(rsum(w, b))
+    return rsum(w, b)
   elseif kind == 'b' then
     w.changed = true
     local c = get(w, b) + 1
     set(w, b, c)
     if b < w.h and b >= w.h - w.n then w.t = w.t + 1; w.q = w.q + 2 * c - 1 end
-    for k, e in pairs(w.bs) do
-      if k > b and k <= b + w.n then e[1] = e[1] + 1; e[2] = e[2] + 2 * c - 1 end
+    if w.bs then
+      for k, e in pairs(w.bs) do
+        if k > b and k <= b + w.n then e[1] = e[1] + 1; e[2] = e[2] + 2 * c - 1 end
+      end
     end
     local t, q = bstats(w, b)
-    return baseline_out(c, t, q, w.n)
+    return baseline_out(c, t, q)
   elseif kind == 'd' then
     w.changed = true
     local pm = w.pm[b]
@@ -299,15 +375,15 @@ local function apply(w, b, amount, member)
     -- a member this call already added to bucket b cannot change it: no second PFADD
     if member ~= '' and not pm[member] then
       pm[member] = true
-      if call('PFADD', w.bk .. fint(b), member) == 1 then
-        w.dc = {}
+      if call('PFADD', bkey(w, b), member) == 1 then
+        w.dc = nil
         -- keep the head's union current (it is rebuilt anyway if built for another head)
         if w.uh == w.h and b > w.h - w.n then call('PFADD', w.uk, member) end
       end
-      w.touched[b] = true
+      touch(w, b)
       if b < w.lo then w.lo = b end
     end
-    return fnum(dcount(w, b))
+    return dcount(w, b)
   else -- 't'
     w.changed = true
     if member ~= '' then
@@ -317,10 +393,10 @@ local function apply(w, b, amount, member)
       local ti = w.ti[b]
       if not ti then ti = {}; w.ti[b] = ti; w.tib[#w.tib + 1] = b end
       ti[member] = (ti[member] or 0) + 1
-      w.touched[b] = true
+      touch(w, b)
       add_range(w, b, 1)
     end
-    return fnum(rsum(w, b))
+    return rsum(w, b)
   end
 end
 
@@ -342,121 +418,145 @@ local function flush(w)
     args[#args + 1] = fint(b); args[#args + 1] = fnum(w.v[b])
   end
   callv('HSET', w.hk, args)
-  for _, b in ipairs(w.tib) do
+  for _, b in ipairs(w.tib or {}) do
     local ti = w.ti[b] -- nil if the bucket was pruned in this call after its increments
     if ti then
-      local bk = w.bk .. fint(b)
+      local bk = bkey(w, b)
       for term, c in pairs(ti) do call('HINCRBY', bk, term, c) end
     end
   end
-  if #w.del > 0 then callv('HDEL', w.hk, w.del) end
+  if w.del and #w.del > 0 then callv('HDEL', w.hk, w.del) end
   local i = 1
-  while i <= #w.delk do
+  while w.delk and i <= #w.delk do
     local j = min(i + CHUNK - 1, #w.delk)
     call('DEL', unpack(w.delk, i, j))
     i = j + 1
   end
   call('PEXPIRE', w.hk, ttl)
   if w.uh then call('PEXPIRE', w.uk, ttl) end -- same expiry as the hash that says it is valid
-  for b in pairs(w.touched) do call('PEXPIRE', w.bk .. fint(b), ttl) end
+  if w.touched then
+    for b in pairs(w.touched) do call('PEXPIRE', bkey(w, b), ttl) end
+  end
   return ttl
 end
 
-local function split(s)
-  local t = {}
-  for p in string.gmatch(s, '[^;]+') do t[#t + 1] = p end
-  return t
+-- A result as the reply and the memo carry it: integral values stay numbers (table.concat
+-- prints them in C, exactly, as digits), anything else becomes its exact text.
+local result
+if toint then
+  result = function(x)
+    if type(x) ~= 'number' then return x end
+    local i = toint(x)
+    if i and i > -1e14 and i < 1e14 and (i ~= 0 or 1 / x > 0) then return i end
+    return fnum_slow(x)
+  end
+else
+  result = function(x)
+    if type(x) ~= 'number' then return x end
+    if x == floor(x) and x > -1e14 and x < 1e14 and (x ~= 0 or 1 / x > 0) then return x end
+    return fnum_slow(x)
+  end
 end
 
 ------------------------------------------------------------------------------------------
 -- Modes.
 
+-- The ops of an apply or peek call, window by window: calls fn(w, bucket, amount, member)
+-- for each op in the order sent and stores what it returns in outs[base + i].
+local function each_op(nwin, lateness, outs, base, fn)
+  local wbase = 13
+  local a = wbase + nwin * 5 -- the next op's first argument
+  local i = base
+  for wi = 0, nwin - 1 do
+    local p = wbase + wi * 5
+    local step, cnt = tonumber(ARGV[p + 3]), tonumber(ARGV[p + 4])
+    local w = win(ARGV[p], ARGV[p + 1], tonumber(ARGV[p + 2]), step, ceil(lateness / step))
+    local kind = w.kind
+    if kind == 'c' or kind == 'b' then
+      for _ = 1, cnt do
+        i = i + 1
+        outs[i] = result(fn(w, tonumber(ARGV[a]), 1, ''))
+        a = a + 1
+      end
+    elseif kind == 's' then
+      for _ = 1, cnt do
+        i = i + 1
+        outs[i] = result(fn(w, tonumber(ARGV[a]), tonumber(ARGV[a + 1]), ''))
+        a = a + 2
+      end
+    else
+      for _ = 1, cnt do
+        i = i + 1
+        outs[i] = result(fn(w, tonumber(ARGV[a]), 1, ARGV[a + 1]))
+        a = a + 2
+      end
+    end
+  end
+  return i
+end
+
+-- Whether memo record "first-last" lies wholly below the commit point (no replay needs it).
+local function below(rec, committed)
+  local l = tonumber(string.match(rec, '%-(%d+)$'))
+  return l == nil or l < committed -- no dash: a per-offset field of an older version
+end
+
 local function do_apply()
   local src = ARGV[3]
   local committed = tonumber(ARGV[4])
   local memo_ttl, fence_ttl, lateness = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
-  local losscheck, nops = ARGV[8] == '1', tonumber(ARGV[9])
+  local losscheck, nwin = ARGV[8] == '1', tonumber(ARGV[9])
+  local first_s, last_s = ARGV[10], ARGV[11]
+  local first, last = tonumber(first_s), tonumber(last_s)
   local fk, mk = P .. ':fence:' .. src, P .. ':memo:' .. src
   local fence = tonumber(call('GET', fk) or '-1')
   if losscheck and fence < 0 and committed > 0 then
     return redis.error_reply('FPLOST source ' .. src .. ' has committed offsets but no fence')
   end
-  local outs, memo_new = {}, {}
-  local applied, replayed, recomputed = 0, 0, 0
-  local cur, cur_s, mode, parts, midx = nil, nil, nil, nil, 0
-  local first_new, maxoff = nil, fence
-
-  local function close_offset()
-    if mode == 'a' then
-      memo_new[#memo_new + 1] = cur_s
-      memo_new[#memo_new + 1] = table.concat(parts, ';')
-    end
-  end
-
-  for i = 0, nops - 1 do
-    local a = 10 + i * 8
-    local off_s = ARGV[a]
-    local off = tonumber(off_s)
-    local n, step = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
-    local w = win(ARGV[a + 2], ARGV[a + 1], n, step, ceil(lateness / step))
-    local b = tonumber(ARGV[a + 5])
-    if off ~= cur then
-      close_offset()
-      cur, cur_s, midx = off, off_s, 0
-      if off <= fence then
-        mode = 'r'
-        replayed = replayed + 1
-        local m = call('HGET', mk, off_s)
-        if m then parts = split(m) else parts = {}; recomputed = recomputed + 1 end
+  if first <= fence then
+    -- a replay: nothing is applied; the caller answers the replayed offsets from these
+    -- records (or a peek) and sends the rest again
+    local out, old = { 'R', fint(fence) }, {}
+    local kv = call('HGETALL', mk)
+    for j = 1, #kv, 2 do
+      if below(kv[j], committed) then
+        old[#old + 1] = kv[j]
       else
-        mode = 'a'
-        applied = applied + 1
-        parts = {}
-        if not first_new then first_new = off end
-        maxoff = off
+        out[#out + 1] = kv[j]; out[#out + 1] = kv[j + 1]
       end
     end
-    local r
-    if mode == 'r' then
-      midx = midx + 1
-      r = parts[midx]
-      if not r then r = peek(w, b) end
-    else
-      r = apply(w, b, tonumber(ARGV[a + 6]), ARGV[a + 7])
-      parts[#parts + 1] = r
-    end
-    outs[i + 1] = r
+    if #old > 0 then callv('HDEL', mk, old) end
+    return out
   end
-  close_offset()
 
+  local outs = {}
+  local n = each_op(nwin, lateness, outs, 0, apply)
   local maxttl = fence_ttl
   for _, w in ipairs(WL) do
     local ttl = flush(w)
     if ttl and ttl > maxttl then maxttl = ttl end
   end
-  if #memo_new > 0 then
-    callv('HSET', mk, memo_new)
-    call('PEXPIRE', mk, memo_ttl)
+  local res = table.concat(outs, ';', 1, n)
+  -- the memo: one record per call, "first-last" -> the caller's op index, '|', the results
+  local rec = first_s .. '-' .. last_s
+  call('HSET', mk, rec, ARGV[12] .. '|' .. res)
+  call('PEXPIRE', mk, memo_ttl)
+  call('SET', fk, last_s, 'PX', maxttl)
+  -- drop the records wholly below the commit point (a handful: the calls since the last commit)
+  local old = {}
+  for _, f in ipairs(call('HKEYS', mk)) do
+    if below(f, committed) then old[#old + 1] = f end
   end
-  if maxoff > fence then call('SET', fk, fint(maxoff), 'PX', maxttl) end
+  if #old > 0 then callv('HDEL', mk, old) end
+  return { 'A', fint(too_late), res }
+end
 
-  -- Memo pruning: offsets are dense per partition, so walk from _lo up to the commit point.
-  local lo = call('HGET', mk, '_lo')
-  lo = lo and tonumber(lo) or first_new
-  if lo then
-    local upto = min(committed, maxoff + 1)
-    local stop = min(upto, lo + MEMO_PRUNE_BUDGET)
-    if stop > lo then
-      local f = {}
-      for o = lo, stop - 1 do f[#f + 1] = fint(o) end
-      callv('HDEL', mk, f)
-    else
-      stop = lo
-    end
-    if call('EXISTS', mk) == 1 then call('HSET', mk, '_lo', fint(stop)) end
-  end
-  return { fint(applied), fint(replayed), fint(recomputed), fint(too_late),
-           table.concat(outs, ';') }
+-- Values as of each op's bucket, nothing written (replayed offsets whose memo is gone).
+local function do_peek()
+  local outs = {}
+  local n = each_op(tonumber(ARGV[9]), tonumber(ARGV[7]), outs, 0,
+                    function(w, b) return peek(w, b) end)
+  return { 'P', fint(too_late), table.concat(outs, ';', 1, n) }
 end
 
 local function do_fence()
@@ -492,6 +592,7 @@ end
 
 local mode = ARGV[1]
 if mode == 'apply' then return do_apply()
+elseif mode == 'peek' then return do_peek()
 elseif mode == 'fence' then return do_fence()
 elseif mode == 'topk' then return do_topk()
 end

@@ -143,6 +143,17 @@ fp_err_t fp_parse_double(const char *s, double *out) {
   return FP_OK;
 }
 
+size_t fp_fmt_u64(char *d, uint64_t v) {
+  char tmp[20];
+  size_t n = 0;
+  do {
+    tmp[n++] = (char)('0' + v % 10);
+    v /= 10;
+  } while (v);
+  for (size_t i = 0; i < n; i++) d[i] = tmp[n - 1 - i];
+  return n;
+}
+
 fp_err_t fp_buf_append(fp_buf_t *b, const void *data, size_t len) {
   if (b->len + len + 1 > b->cap) {
     size_t cap = b->cap ? b->cap : 256;

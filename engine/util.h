@@ -49,6 +49,10 @@ int fp_utf8_valid(const char *s, size_t len);
 /** a + b, saturating at INT64_MAX / INT64_MIN instead of overflowing. */
 int64_t fp_add_sat(int64_t a, int64_t b);
 
+/** Writes @p v in decimal at @p d (no NUL; at most 20 bytes) and returns the length. For hot
+ *  paths where snprintf's format parsing costs more than the digits. */
+size_t fp_fmt_u64(char *d, uint64_t v);
+
 /** A growable byte buffer. Zero-initialise, append, then fp_buf_free(). */
 typedef struct fp_buf_s {
   char *data; /* owned; always NUL-terminated when non-NULL */
