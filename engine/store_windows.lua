@@ -214,6 +214,7 @@ local function prune(w, oldh)
     if w.touched then w.touched[b] = nil end
     if w.pm then w.pm[b] = nil end
     if w.ti then w.ti[b] = nil end
+    if w.pend then w.pend[b] = nil end
     if keys then w.delk[#w.delk + 1] = w.bk .. fint(b) end
     if fields then w.del[#w.del + 1] = fint(b) end
   end
@@ -277,8 +278,20 @@ local function bstats(w, b)
 end
 
 -- Makes the union key hold buckets h-n+1..h (DISTINCT), if it was built for another head.
+-- DISTINCT: members this call added to a bucket are PFADDed to the bucket's key in one
+-- variadic call per bucket (w.pend[b]), here, before anything reads the bucket keys (a union
+-- rebuild, a late op's count) and at flush. The head's count reads the union key, which each
+-- new member goes to at once, so values are those of adding one member at a time.
+local function sync(w)
+  local pend = w.pend
+  if not pend then return end
+  w.pend = nil
+  for b, list in pairs(pend) do callv('PFADD', bkey(w, b), list) end
+end
+
 local function union(w)
   if w.uh == w.h then return end
+  sync(w)
   local keys = {}
   for j = max(w.h - w.n + 1, w.lo), w.h do keys[#keys + 1] = w.bk .. fint(j) end
   call('DEL', w.uk)
@@ -301,6 +314,7 @@ local function dcount(w, b)
     union(w)
     c = call('PFCOUNT', w.uk)
   elseif w.h ~= nil then
+    sync(w)
     local keys = {}
     for j = max(b - w.n + 1, w.lo), min(b, w.h) do keys[#keys + 1] = w.bk .. fint(j) end
     if #keys > 0 then c = call('PFCOUNT', unpack(keys)) end
@@ -372,16 +386,23 @@ local function apply(w, b, amount, member)
     w.changed = true
     local pm = w.pm[b]
     if not pm then pm = {}; w.pm[b] = pm end
-    -- a member this call already added to bucket b cannot change it: no second PFADD
+    -- a member this call already added to bucket b cannot change it: not added again
     if member ~= '' and not pm[member] then
       pm[member] = true
-      if call('PFADD', bkey(w, b), member) == 1 then
-        w.dc = nil
-        -- keep the head's union current (it is rebuilt anyway if built for another head)
-        if w.uh == w.h and b > w.h - w.n then call('PFADD', w.uk, member) end
-      end
+      local pend = w.pend
+      if not pend then pend = {}; w.pend = pend end
+      local l = pend[b]
+      if not l then l = {}; pend[b] = l end
+      l[#l + 1] = member
       touch(w, b)
       if b < w.lo then w.lo = b end
+      local hc = w.dc and w.h ~= nil and w.dc[w.h]
+      w.dc = nil -- a count over b may change
+      -- keep the head's union current (it is rebuilt anyway if built for another head); if
+      -- it already had the member, the head's count stands
+      if w.uh == w.h and b > w.h - w.n then
+        if call('PFADD', w.uk, member) == 0 and hc then w.dc = { [w.h] = hc } end
+      end
     end
     return dcount(w, b)
   else -- 't'
@@ -403,6 +424,7 @@ end
 -- Writes one window's buffered state back; every key written gets its expiry.
 local function flush(w)
   if not w.changed then return end
+  sync(w)
   local ttl = (w.n + 2 + w.lb) * w.step
   local args = { 'h', fint(w.h), 'lo', fint(w.lo) }
   if w.kind ~= 'd' then
