@@ -427,6 +427,8 @@ static int cmd_latency(int argc, char **argv) {
         if (et >= from && status && strcmp(status, "resolved") && strcmp(status, "postmortem")) {
           if (n == cap) lat = realloc(lat, (cap *= 2) * sizeof(*lat));
           lat[n++] = ts - et;
+          if (getenv("FPBENCH_LATENCY_DUMP")) /* one line per sample: seconds into the run, ms */
+            fprintf(stderr, "latency %.3f %lld\n", (double)(et - from) / 1000.0, (long long)(ts - et));
         }
         json_decref(j);
       }

@@ -69,6 +69,11 @@ static const fp_confdef_t fp_confdefs[] = {
      "Worker threads, each with its own Lua state and Redis connection; 0 = one per core."},
     {"batch.size", T_INT, "1000", 1, 100000, NULL, F(batch_size), 0,
      "Mentions a worker evaluates per state-store round trip."},
+    {"run.linger.ms", T_INT, "0", 0, 1000, NULL, F(linger_ms), 0,
+     "How long a worker waits, after a mention arrives, for more before it runs them (0: not "
+     "at all). Each run costs the state store a fixed amount per window it touches, so at "
+     "moderate rates a short wait turns many small runs into fewer larger ones; under backlog "
+     "runs are full and nobody waits."},
     {"queue.max", T_INT, "20000", 10, 10000000, NULL, F(queue_max), 0,
      "Mentions queued per worker before its partitions are paused (back-pressure)."},
     {"windows.lateness", T_DURATION, "5m", 0, 30LL * 86400 * 1000, NULL, F(lateness_ms), 0,

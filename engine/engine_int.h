@@ -58,6 +58,7 @@ typedef struct fp_qnode_s {
   rd_kafka_message_t *msg; /* owned */
   fp_part_t *part;         /* borrowed from the engine */
   unsigned gen;            /* part->gen when it was queued */
+  int64_t queued_ns;       /* fp_mono_ns() when it was queued (run.linger.ms) */
   struct fp_qnode_s *next;
 } fp_qnode_t;
 

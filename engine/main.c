@@ -117,12 +117,8 @@ static int cmd_run(int argc, char **argv) {
     }
   }
 
-  e = fp_engine_new(conf, errstr, sizeof(errstr));
-  fp_conf_destroy(conf);
-  if (!e) {
-    fprintf(stderr, "flashpoint: %s\n", errstr);
-    return 2;
-  }
+  /* Handlers first: a SIGTERM while the engine starts (rules, Redis, Kafka clients) is a
+   * graceful stop too, taken up as soon as the engine exists. */
   memset(&sa, 0, sizeof(sa));
   sa.sa_handler = on_stop;
   sigaction(SIGINT, &sa, NULL);
@@ -130,7 +126,14 @@ static int cmd_run(int argc, char **argv) {
   sa.sa_handler = on_hup;
   sigaction(SIGHUP, &sa, NULL);
   signal(SIGPIPE, SIG_IGN);
+  e = fp_engine_new(conf, errstr, sizeof(errstr));
+  fp_conf_destroy(conf);
+  if (!e) {
+    fprintf(stderr, "flashpoint: %s\n", errstr);
+    return 2;
+  }
   the_engine = e;
+  if (stop_signals) fp_engine_stop(e); /* it came before the_engine was set */
   err = fp_engine_run(e);
   the_engine = NULL;
   fp_engine_destroy(e);

@@ -82,6 +82,7 @@ void fp_worker_push(fp_worker_t *w, fp_part_t *p, rd_kafka_message_t *m) {
   n->msg = m;
   n->part = p;
   n->gen = atomic_load(&p->gen);
+  n->queued_ns = w->e->conf->linger_ms > 0 ? fp_mono_ns() : 0;
   n->next = NULL;
   pthread_mutex_lock(&w->mu);
   if (w->tail) w->tail->next = n;
@@ -481,6 +482,26 @@ static void maybe_reload(fp_worker_t *w) {
  * rebalance waits for at most this much work in hand. */
 #define FP_TAKE_RUNS 4
 
+/* With w->mu held and something queued: waits (releasing the lock) until @p take mentions are
+ * queued or run.linger.ms has passed since the oldest arrived, or a stop or a registration
+ * needs the worker. */
+static void linger(fp_worker_t *w, size_t take) {
+  int64_t until = w->head->queued_ns + w->e->conf->linger_ms * 1000000;
+  while (w->head && (size_t)w->qlen < take && !w->stopping && !atomic_load(&w->register_pending)) {
+    int64_t left = until - fp_mono_ns();
+    if (left <= 0) break;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += left / 1000000000;
+    ts.tv_nsec += left % 1000000000;
+    if (ts.tv_nsec >= 1000000000) {
+      ts.tv_sec++;
+      ts.tv_nsec -= 1000000000;
+    }
+    pthread_cond_timedwait(&w->cv, &w->mu, &ts);
+  }
+}
+
 static void *worker_main(void *arg) {
   fp_worker_t *w = arg;
   size_t max = (size_t)w->e->conf->batch_size;
@@ -496,6 +517,7 @@ static void *worker_main(void *arg) {
     size_t n = 0;
     pthread_mutex_lock(&w->mu);
     while (!w->head && !w->stopping && !atomic_load(&w->register_pending)) pthread_cond_wait(&w->cv, &w->mu);
+    if (w->head && w->e->conf->linger_ms > 0) linger(w, take);
     if (atomic_load(&w->register_pending)) {
       pthread_mutex_unlock(&w->mu);
       register_parts(w);

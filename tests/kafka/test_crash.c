@@ -75,6 +75,7 @@ static void test_crash(void) {
 
   p = fpe_engine_start(&env, settings, NULL);
   if (!FPT_CHECK(p != NULL, "final engine started")) goto out;
+  FPT_CHECK(fpe_wait_assigned(p, 30000), "final engine joined the group"); /* before SIGTERM */
   int caught_up = fpe_wait_committed(&env, end, p, 90000);
   FPT_CHECK(caught_up, "after the restarts, committed reached the end of every partition");
   FPT_CHECK_EQ_INT(fpt_proc_signal(p, SIGTERM), 0);
