@@ -25,6 +25,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 PARTS = 8
+BATCH = 4000      # Flashpoint's default batch.size; the Python peer consumes as many at a time
 HZ = os.sysconf("SC_CLK_TCK")
 started = []      # Popen objects to kill at exit
 svc_env = None    # our own services' env file, stopped at exit
@@ -54,6 +55,15 @@ def spawn(cmd, logf, env=None):
                          start_new_session=True, env=env)
     started.append(p)
     return p
+
+
+def proc_ticks(pid):
+    """utime + stime of a process (clock ticks), 0 if it cannot be read."""
+    try:
+        f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        return int(f[11]) + int(f[12])
+    except (OSError, IndexError, ValueError):
+        return 0
 
 
 def stop(p, timeout=30):
@@ -88,6 +98,7 @@ class Bench:
         self.kafka = kv["FP_TEST_KAFKA"]
         self.rhost, self.rport = kv["FP_TEST_REDIS_HOST"], kv["FP_TEST_REDIS_PORT"]
         self.rpid = int(kv.get("FP_TEST_REDIS_PID", "0") or 0)
+        self.kpid = int(kv.get("FP_TEST_KAFKA_PID", "0") or 0)
         # the harness runs Redis with appendfsync always (tests want durability); a production
         # Redis for windows runs AOF everysec: same for Flashpoint and the peers
         self.redis("CONFIG", "SET", "appendfsync", "everysec")
@@ -117,13 +128,7 @@ class Bench:
                 script += us
             elif not name.startswith(("cmdstat_info", "cmdstat_config", "cmdstat_flushall")):
                 cmds += us
-        ticks = 0
-        try:
-            f = open(f"/proc/{self.rpid}/stat").read().rsplit(")", 1)[1].split()
-            ticks = int(f[11]) + int(f[12])
-        except (OSError, IndexError, ValueError):
-            pass
-        return script, cmds, ticks
+        return script, cmds, proc_ticks(self.rpid), proc_ticks(self.kpid)
 
     def fpbench_run(self, *args):
         out = sh([self.fpbench, *args])
@@ -199,6 +204,7 @@ class Bench:
         r["redis_script_us"] = round((t1[0] - t0[0]) / m, 1)   # wall time inside the scripts
         r["redis_cmd_us"] = round((t1[1] - t0[1]) / m, 1)      # of which in redis.call()ed commands
         r["redis_cpu_us"] = round((t1[2] - t0[2]) / HZ / m * 1e6, 1) if self.rpid else None
+        r["broker_cpu_us"] = round((t1[3] - t0[3]) / HZ / m * 1e6, 1) if self.kpid else None
         r.update(name=name, workers=workers or os.cpu_count(), instances=instances, backend=backend,
                  redis_cmds_per_mention=round((c1 - c0 - 1) / max(r["mentions"], 1), 2))
         if binary == "fpbench":
@@ -287,7 +293,7 @@ class Bench:
         env = dict(os.environ, PYTHONPATH=f"{HERE}/peers")
         if name == "python":
             cmd = [py, f"{HERE}/peers/py_consumer.py", self.kafka, group, topic, "peer-incidents",
-                   topic + ".dlq", self.rhost, self.rport, group]
+                   topic + ".dlq", self.rhost, self.rport, group, str(BATCH)]
         else:
             cmd = [py, f"{HERE}/peers/quix_app.py", self.kafka, group, topic, "peer-incidents",
                    f"{self.tmp}/quix-state-{group}"]
@@ -354,6 +360,48 @@ class Bench:
         self.R["profile"] = {"mentions": n, "total_ir": total, "self": rows[:18],
                              "inclusive": [r for r in incl if r["share"] < 99.5][:25]}
 
+    def perf_profile(self, topic, n):
+        """The hot path as it runs: perf samples of the engine process and of redis-server
+        over one end-to-end run (the main_short stream), summarised by object (DSO) and by
+        symbol. Debian ships jansson, Lua and redis-server without symbol tables, so their
+        functions show as one line per object."""
+        if not shutil.which("perf") or not self.rpid:
+            return
+        group = f"g-perf-{os.getpid()}"
+        self.redis("FLUSHALL")
+        p = spawn(self.engine_cmd(topic, group), f"{self.tmp}/perf-engine.log")
+        recs = {}
+        for who, pid in (("engine", p.pid), ("redis", self.rpid)):
+            out = f"{self.tmp}/{who}.perf"
+            recs[who] = (out, subprocess.Popen(["perf", "record", "-F", "499", "-p", str(pid), "-o", out],
+                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        self.watch(group, topic, [p.pid], n, self.a.timeout)
+        stop(p)
+        res = {}
+        for who, (out, pr) in recs.items():
+            if pr.poll() is None:
+                pr.send_signal(signal.SIGINT)
+            pr.wait(60)
+            if not os.path.exists(out):
+                continue
+            def table(sort):
+                txt = subprocess.run(["perf", "report", "-i", out, "--stdio", "-q", "-g", "none", "--no-children",
+                                      "--sort", sort], capture_output=True, text=True).stdout
+                rows = []
+                for line in txt.splitlines():
+                    f = line.split()
+                    if len(f) >= 2 and f[0].endswith("%"):
+                        rows.append({"share": float(f[0][:-1]), "what": " ".join(f[1:])})
+                return rows
+            objs = table("dso")
+            syms = []
+            for r in table("dso,sym"):
+                f = r["what"].split()
+                if len(f) >= 3 and not f[2].startswith("0x"):  # named functions only
+                    syms.append({"share": r["share"], "what": f"`{' '.join(f[2:])}` ({f[0]})"})
+            res[who] = {"objects": objs[:10], "symbols": syms[:15]}
+        self.R["perf"] = res
+
     # ---- the suite ------------------------------------------------------------------------
     def quick(self):
         """--quick: end to end only, on one preloaded topic, once per build directory given
@@ -362,14 +410,19 @@ class Bench:
         self.services()
         topic = self.topic("quick", n)
         builds = [self.b] + list(self.a.compare or [])
+        base = dict(kv.split("=", 1) for kv in (self.a.set or []))
+        variants = [{}]
+        if self.a.vary:  # --vary key=v1,v2: every value side by side, with every build
+            k, vs = self.a.vary.split("=", 1)
+            variants = [{k: v} for v in vs.split(",")]
         for rep in range(self.a.repeat):
             for i, bd in enumerate(builds):
-                self.b = bd
-                extra = dict(kv.split("=", 1) for kv in (self.a.set or []))
-                r = self.e2e(f"quick{i}r{rep}", n, topic=topic, extra=extra)
-                print(json.dumps({"build": bd, "rep": rep, **{k: r[k] for k in (
-                    "rate", "cpu_us_per_mention", "redis_script_us", "redis_cmd_us", "redis_cpu_us",
-                    "redis_cmds_per_mention", "hwm_mb")}}), flush=True)
+                for j, var in enumerate(variants):
+                    self.b = bd
+                    r = self.e2e(f"quick{i}v{j}r{rep}", n, topic=topic, extra={**base, **var})
+                    print(json.dumps({"build": bd, "rep": rep, **var, **{k: r[k] for k in (
+                        "rate", "cpu_us_per_mention", "redis_script_us", "redis_cmd_us", "redis_cpu_us",
+                        "broker_cpu_us", "redis_cmds_per_mention", "hwm_mb")}}), flush=True)
 
     def run(self):
         sm = self.smoke
@@ -395,9 +448,8 @@ class Bench:
         if not sm:
             self.e2e("instances2", n_short, topic=short_topic, instances=2)
             self.e2e("memory_store", n_short, topic=short_topic, workers=1, backend="memory")
-            # a tuning point, not the headline: bigger runs load each window once for more ops
-            # (the peers keep their 1000-message batches, so main_short is the fair figure)
-            self.e2e("batch4000", n_short, topic=short_topic, extra={"batch.size": 4000})
+            # the default before: smaller runs load each window for fewer ops
+            self.e2e("batch1000", n_short, topic=short_topic, extra={"batch.size": 1000})
         log("delivery modes: exactly-once against the at-least-once main_short run")
         self.e2e("exactly_once", n_short, topic=short_topic, extra={"delivery.mode": "exactly-once"})
         log("latency")
@@ -412,6 +464,8 @@ class Bench:
             self.peer("python", ptopic, n_peer, tmo)
             self.peer("quix", ptopic, n_peer, tmo)
         if not sm:
+            log("profile (perf, end to end)")
+            self.perf_profile(short_topic, n_short)
             log("profile (callgrind)")
             self.profile()
         with open(f"{self.tmp}/results.json", "w") as f:
@@ -450,7 +504,7 @@ def report(R, path, smoke, elapsed):
     w(f"| services | Kafka 4.3.1 KRaft (1 broker, same machine), redis-server {sh(['redis-server', '--version']).split()[2][2:]} "
       f"({R['redis_conf']}), all on loopback and on the same {cores} cores as the engine |")
     w(f"| engine | `flashpoint run` (linked with jemalloc), Release build, example rule pack (`rules/`, 5 rules), "
-      f"store.backend=redis, delivery at-least-once, batch.size 1000 (mentions per partition run and Redis round trip), commit every 1 s, "
+      f"store.backend=redis, delivery at-least-once, batch.size {BATCH} (mentions per partition run and Redis round trip), commit every 1 s, "
       f"workers = {cores} (one per core) unless said |")
     w(f"| input | engine/gen.h stream: 200 brands, 50k authors, 1% out of order, 4 injected crises; "
       f"~300 bytes per mention; key = brand; {PARTS} partitions; lz4 |")
@@ -484,12 +538,12 @@ def report(R, path, smoke, elapsed):
     w("")
     w("| run | mentions | workers x instances | mentions/s | per core | wall mentions/s | CPU us/mention | cores busy | Redis cmds/mention | RSS half-way / end / peak (MB) |")
     w("|---|---|---|---|---|---|---|---|---|---|")
-    for k in ("main_long", "main_short", "exactly_once", "roundtrips", "workers1", "workers2", "workers4", "instances2", "memory_store", "batch4000", "main_peerset"):
+    for k in ("main_long", "main_short", "exactly_once", "roundtrips", "workers1", "workers2", "workers4", "instances2", "memory_store", "batch1000", "main_peerset"):
         r = runs.get(k)
         if not r:
             continue
         w(f"| {k}{' (store.backend=memory)' if r['backend'] == 'memory' else ''}{' (engine via fpbench engine)' if k == 'roundtrips' else ''}"
-          f"{' (batch.size 4000: a tuning point)' if k == 'batch4000' else ''} "
+          f"{' (batch.size 1000, the default before)' if k == 'batch1000' else ''} "
           f"| {r['mentions']:,}{'' if r['complete'] else ' (timed out)'} | {r['workers']} x {r['instances']} | {r['rate']:,} | "
           f"{r['rate'] / cores:,.0f} | {r['rate_wall']:,} | {r['cpu_us_per_mention']} | {r['cores_busy']} | "
           f"{r['redis_cmds_per_mention']} | {r['rss_half_mb']} / {r['rss_end_mb']} / {r['hwm_mb']} |")
@@ -504,6 +558,14 @@ def report(R, path, smoke, elapsed):
           f"in the scripts' own Lua (parsing ARGV, formatting numbers, the window arithmetic)"
           + (f"; redis-server CPU {cpu} us per mention, so one Redis caps the engine at about "
              f"{1e6 / max(cpu, 1e-9):,.0f} mentions/s whatever the engine does" if cpu else "") + ".")
+        w("")
+    if ms.get("broker_cpu_us") is not None and ms.get("redis_cpu_us") is not None:
+        tot = ms["cpu_us_per_mention"] + ms["redis_cpu_us"] + ms["broker_cpu_us"]
+        w(f"CPU per mention on this machine (main_short, /proc of the three processes): engine "
+          f"{ms['cpu_us_per_mention']} us + redis-server {ms['redis_cpu_us']} us + Kafka broker "
+          f"{ms['broker_cpu_us']} us = **{tot:.1f} us**, so {cores} cores run out at about "
+          f"**{cores * 1e6 / max(tot, 1e-9):,.0f} mentions/s** end to end, whatever the scheduling; "
+          f"100,000 mentions/s on {cores} cores would need {cores * 10:.0f} us per mention for all three together.")
         w("")
     rt = runs.get("roundtrips", {})
     if rt.get("stats"):
@@ -564,7 +626,8 @@ def report(R, path, smoke, elapsed):
       "(post.viral-complaint, brand.influencer, brand.crisis-keywords: no keyword matcher, no top-k, no "
       "SUM), the Lua sandbox, the fence/memo (a replay double-counts), lateness, the lifecycle's "
       "hold/grace/resolve/post-mortem, samples and timelines. So they do *less* work than Flashpoint "
-      "per mention. The Python peer pipelines every window update and read of a 1000-message batch in "
+      f"per mention. The Python peer pipelines every window update and read of a {BATCH}-message batch "
+      "(Flashpoint's batch.size) in "
       "one Redis round trip (plus one for incident state); Quix keeps its windows in its own RocksDB "
       "state with a Kafka changelog (Quix processes one message at a time, so Redis would cost a round "
       "trip per message).")
@@ -609,6 +672,24 @@ def report(R, path, smoke, elapsed):
         for r in p["inclusive"]:
             w(f"| {r['share']}% | `{r['fn']}` |")
         w("")
+    pf = R.get("perf")
+    if pf:
+        w("## Profile of the end-to-end run (perf, main_short stream, engine and redis-server sampled at 499 Hz)")
+        w("")
+        for who, title in (("engine", "flashpoint run"), ("redis", "redis-server")):
+            d = pf.get(who)
+            if not d:
+                continue
+            w(f"{title}, by object: " + ", ".join(f"{r['what']} {r['share']}%" for r in d["objects"][:8]) + ".")
+            w("")
+            if d["symbols"]:
+                w(f"{title}, named functions (self time; stripped objects have none):")
+                w("")
+                w("| share | function (object) |")
+                w("|---|---|")
+                for r in d["symbols"][:12]:
+                    w(f"| {r['share']}% | {r['what']} |")
+                w("")
     w("## How to run")
     w("")
     w("```sh\nbash bench/run.sh            # this report (about 10-15 minutes)\n"
@@ -644,6 +725,7 @@ def main():
     ap.add_argument("--compare", nargs="*", help="--quick: more build directories, side by side")
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--set", action="append", help="--quick: engine setting k=v (repeatable)")
+    ap.add_argument("--vary", help="--quick: key=v1,v2,... runs each value side by side")
     a = ap.parse_args()
     if a.smoke:
         a.timeout = min(a.timeout, 60)

@@ -5,10 +5,11 @@
  *
  * How it works: fp_store_apply turns a batch of ops into ONE script call (mode "apply",
  * each window touched named once, each offset once, then 2 or 3 ARGV per op; bucket index
- * computed here with floor division); the script
- * (store_windows.lua) applies what is above the fence, answers the rest from the memo, and
- * returns every op's result as text ("v" or "v,mean,stddev", ';'-separated, %.17g-exact),
- * which is parsed back into op->out. Numbers are formatted into one scratch buffer whose
+ * computed here with floor division; consecutive ops of a COUNT, BASELINE or DISTINCT
+ * window on one bucket (and member) go as one run); the script (store_windows.lua) applies
+ * what is above the fence, answers the rest from the memo, and returns every op's (or
+ * run's) result as text ("v" or "v,sum,sumsq", ';'-separated, %.17g-exact, a run's with
+ * "*k" or "@k"), which is parsed back into op->out. Numbers are formatted into one scratch buffer whose
  * offsets become pointers only once the buffer stops growing.
  *
  * Invariant callers keep: ops of one call come from one source in ascending offset order,
@@ -54,11 +55,13 @@ void fp_store_destroy(fp_store_t *st) {
   free(st->perm);
   free(st->wstart);
   free(st->kidx);
+  free(st->wruns);
   fp_buf_free(&st->blob);
   st->be->destroy(st);
 }
 
 uint64_t fp_store_roundtrips(const fp_store_t *st) { return st ? st->roundtrips : 0; }
+uint64_t fp_store_ops_in_runs(const fp_store_t *st) { return st ? st->ops_in_runs : 0; }
 uint64_t fp_store_memo_misses(const fp_store_t *st) { return st ? st->memo_misses : 0; }
 uint64_t fp_store_too_late(const fp_store_t *st) { return st ? st->too_late : 0; }
 
@@ -196,13 +199,23 @@ static fp_err_t check_spec(const fp_win_spec_t *sp, char *errstr, size_t errstr_
   return FP_OK;
 }
 
-/* Parses "v" or "v,m,s" starting at *p; advances past the following ';'. */
-static int parse_out(const char **p, const char *end, fp_win_value_t *out) {
-  double x[3] = {0, 0, 0};
+/* One result of the script: the values of k ops (k > 1 for a run). */
+typedef struct {
+  double x[3]; /* "v" or "v,sum,sumsq" (BASELINE): of the run's last op */
+  uint32_t k;  /* ops it answers */
+  int inc;     /* "*k": op j of the run had x[0] - (k - 1 - j); "@k" or none: all x[0] */
+} result_tok_t;
+
+/* Parses "v", "v,s,q", either followed by "*k" or "@k", starting at *p; advances past the
+ * following ';'. */
+static int parse_tok(const char **p, const char *end, result_tok_t *t) {
   const char *s = *p;
+  t->x[0] = t->x[1] = t->x[2] = 0;
+  t->k = 1;
+  t->inc = 0;
   for (int i = 0; i < 3; i++) {
     char *e;
-    x[i] = strtod(s, &e);
+    t->x[i] = strtod(s, &e);
     if (e == s || e > end) return -1;
     s = e;
     if (s < end && *s == ',') {
@@ -211,12 +224,17 @@ static int parse_out(const char **p, const char *end, fp_win_value_t *out) {
     }
     break;
   }
+  if (s < end && (*s == '*' || *s == '@')) {
+    char *e;
+    t->inc = *s == '*';
+    unsigned long k = strtoul(s + 1, &e, 10);
+    if (e == s + 1 || e > end || k < 1 || k > UINT32_MAX) return -1;
+    t->k = (uint32_t)k;
+    s = e;
+  }
   if (s < end && *s != ';') return -1;
   if (s < end) s++;
   *p = s;
-  out->value = x[0];
-  out->mean = x[1];
-  out->stddev = x[2];
   return 0;
 }
 
@@ -270,21 +288,23 @@ static fp_err_t window_table(fp_store_t *st, const fp_win_op_t *ops, size_t n, s
 }
 
 /*
- * Parses one op's result. A BASELINE result comes as "count,sum,sumsq" of the steps before
- * the op's (integers the script prints cheaply); mean and deviation are computed here, with
- * the same operations in the same order as the script used to, so the doubles are the same.
+ * Sets op j of a result's ops. A BASELINE result comes as "count,sum,sumsq" of the steps
+ * before the op's (integers the script prints cheaply); mean and deviation are computed here,
+ * with the same operations in the same order as the script used to, so the doubles are the
+ * same. The counts of a run's ops (exact integers) are the last one's minus the ops after.
  */
-static int parse_op(const char **p, const char *end, fp_win_op_t *op) {
-  if (parse_out(p, end, &op->out)) return -1;
+static void tok_value(const result_tok_t *t, uint32_t j, fp_win_op_t *op) {
+  op->out.value = t->inc ? t->x[0] - (double)(t->k - 1 - j) : t->x[0];
+  op->out.mean = t->x[1];
+  op->out.stddev = t->x[2];
   if (op->spec->kind == FP_WIN_BASELINE) {
     double n = (double)(op->spec->size_ms / op->spec->step_ms);
-    double t = op->out.mean, q = op->out.stddev;
-    double var = (q - t * t / n) / n;
+    double sum = op->out.mean, sq = op->out.stddev;
+    double var = (sq - sum * sum / n) / n;
     if (var < 0) var = 0;
-    op->out.mean = t / n;
+    op->out.mean = sum / n;
     op->out.stddev = sqrt(var);
   }
-  return 0;
 }
 
 static int64_t reply_i64(const fp_store_reply_t *rep, size_t i) {
@@ -305,6 +325,16 @@ static fp_err_t grow_u32(uint32_t **p, size_t *cap, size_t need) {
   return FP_OK;
 }
 
+/* Whether two ops of one window, consecutive in sending order, go in one run: same bucket,
+ * and for DISTINCT the same member (COUNT and BASELINE have none). SUM and TOPK never do. */
+static int same_run(const fp_win_op_t *a, const fp_win_op_t *b) {
+  fp_win_kind_t k = a->spec->kind;
+  if (k != FP_WIN_COUNT && k != FP_WIN_BASELINE && k != FP_WIN_DISTINCT) return 0;
+  if (floordiv(a->ts_ms, a->spec->step_ms) != floordiv(b->ts_ms, b->spec->step_ms)) return 0;
+  if (k != FP_WIN_DISTINCT) return 1;
+  return strcmp(a->member ? a->member : "", b->member ? b->member : "") == 0;
+}
+
 /*
  * Runs one "apply" or "peek" call for ops[0..n) (ascending offsets). Ops are sent window by
  * window (stable within a window: a window's ops keep their order, and no op reads another
@@ -319,7 +349,8 @@ static fp_err_t call_ops(fp_store_t *st, const char *mode, const char *source, c
   fp_err_t err;
   size_t nwin = 0;
   if ((err = window_table(st, ops, n, &nwin)) || (err = grow_u32(&st->perm, &st->permcap, n)) ||
-      (err = grow_u32(&st->wstart, &st->wstartcap, nwin + 2)))
+      (err = grow_u32(&st->wstart, &st->wstartcap, nwin + 2)) ||
+      (err = grow_u32(&st->wruns, &st->wrunscap, nwin + 1)))
     return fp_seterr(errstr, errstr_size, err, "store: out of memory building a batch");
   /* counting sort by window position, stable */
   memset(st->wstart, 0, (nwin + 2) * sizeof(*st->wstart));
@@ -327,6 +358,11 @@ static fp_err_t call_ops(fp_store_t *st, const char *mode, const char *source, c
   for (size_t w = 1; w <= nwin + 1; w++) st->wstart[w] += st->wstart[w - 1];
   for (size_t i = 0; i < n; i++) st->perm[st->wstart[st->opwin[i]]++] = (uint32_t)i;
   /* now wstart[w] is the end of window w's ops (1-based w), wstart[w-1] its start */
+  for (size_t w = 1; w <= nwin; w++) {
+    size_t a = w == 1 ? 0 : st->wstart[w - 1], runs = 1;
+    for (size_t j = a + 1; j < st->wstart[w]; j++) runs += !same_run(&ops[st->perm[j - 1]], &ops[st->perm[j]]);
+    st->wruns[w] = (uint32_t)runs;
+  }
 
   int64_t first = ops[0].offset, last = ops[n - 1].offset;
   fp_buf_reset(&st->blob);
@@ -371,9 +407,22 @@ static fp_err_t call_ops(fp_store_t *st, const char *mode, const char *source, c
     if (!err) err = argv_i64(st, sp->size_ms / sp->step_ms);
     if (!err) err = argv_i64(st, sp->step_ms);
     if (!err) err = argv_i64(st, (int64_t)cnt);
+    if (!err) err = argv_i64(st, (int64_t)st->wruns[w]);
   }
-  for (size_t j = 0; j < n && !err; j++) {
+  for (size_t j = 0, w = 1; j < n && !err; j++) {
     const fp_win_op_t *op = &ops[st->perm[j]];
+    while (j >= st->wstart[w]) w++; /* the window of the j-th op sent */
+    size_t wend = st->wstart[w], cnt = wend - (w == 1 ? 0 : st->wstart[w - 1]);
+    if (st->wruns[w] < cnt) { /* sent in runs: bucket, [member,] ops in the run */
+      size_t k = 1;
+      while (j + k < wend && same_run(op, &ops[st->perm[j + k]])) k++;
+      err = argv_i64(st, floordiv(op->ts_ms, op->spec->step_ms));
+      if (!err && op->spec->kind == FP_WIN_DISTINCT) err = argv_cstr(st, op->member ? op->member : "");
+      if (!err) err = argv_i64(st, (int64_t)k);
+      if (k > 1 && mode[0] == 'a') st->ops_in_runs += k;
+      j += k - 1;
+      continue;
+    }
     err = argv_i64(st, floordiv(op->ts_ms, op->spec->step_ms));
     if (err) break;
     switch (op->spec->kind) {
@@ -395,24 +444,28 @@ static fp_err_t call_ops(fp_store_t *st, const char *mode, const char *source, c
   return eval(st, rep, errstr, errstr_size);
 }
 
-/* Parses an "A" or "P" reply's results (in sending order) into the ops' out. */
+/* Parses an "A" or "P" reply's results (in sending order; one per op or run) into the ops' out. */
 static fp_err_t parse_results(fp_store_t *st, const fp_store_reply_t *rep, fp_win_op_t *ops,
                               size_t n, char *errstr, size_t errstr_size) {
   if (rep->n != 3 || !rep->str[2])
     return fp_seterr(errstr, errstr_size, FP_ERR_FATAL, "store: malformed reply (%zu elements)",
                      rep->n);
   const char *p = rep->str[2], *end = rep->str[2] + rep->len[2];
-  for (size_t j = 0; j < n; j++)
-    if (parse_op(&p, end, &ops[st->perm[j]]))
+  for (size_t j = 0; j < n;) {
+    result_tok_t t;
+    if (parse_tok(&p, end, &t) || t.k > n - j)
       return fp_seterr(errstr, errstr_size, FP_ERR_FATAL, "store: malformed result for op %zu", j);
+    for (uint32_t r = 0; r < t.k; r++) tok_value(&t, r, &ops[st->perm[j + r]]);
+    j += t.k;
+  }
   return FP_OK;
 }
 
 typedef struct {
   int64_t offset;
   uint32_t k;
-  const char *val; /* borrowed from the reply */
-  const char *end;
+  uint32_t r;       /* which of tok's ops */
+  result_tok_t tok; /* the result (of a run, for r > 0 or tok.k > 1) */
 } memo_entry_t;
 
 static int memo_cmp(const void *a, const void *b) {
@@ -435,14 +488,18 @@ static fp_err_t memo_entries(const fp_store_reply_t *rep, memo_entry_t **out, si
     const char *bar = memchr(v, '|', (size_t)(vend - v));
     if (!bar) continue;
     const char *ip = v, *rp = bar + 1;
-    while (ip < bar && rp <= vend) {
+    result_tok_t tok = {{0, 0, 0}, 0, 0};
+    uint32_t used = 0; /* index entries already paired with tok */
+    while (ip < bar) {
       char *q;
       long long d = strtoll(ip, &q, 10);
       if (q == ip || *q != '.') break;
       unsigned long k = strtoul(q + 1, &q, 10);
       ip = q < bar && *q == ',' ? q + 1 : bar;
-      const char *rend = memchr(rp, ';', (size_t)(vend - rp));
-      if (!rend) rend = vend;
+      if (used == tok.k) { /* the next result; a run's answers its next tok.k entries */
+        if (rp >= vend || parse_tok(&rp, vend, &tok)) break;
+        used = 0;
+      }
       if (n == cap) {
         cap = cap ? cap * 2 : 256;
         memo_entry_t *ne = realloc(e, cap * sizeof(*e));
@@ -452,8 +509,7 @@ static fp_err_t memo_entries(const fp_store_reply_t *rep, memo_entry_t **out, si
         }
         e = ne;
       }
-      e[n++] = (memo_entry_t){first + d, (uint32_t)k, rp, rend};
-      rp = rend + 1;
+      e[n++] = (memo_entry_t){first + d, (uint32_t)k, used++, tok};
     }
   }
   if (n) qsort(e, n, sizeof(*e), memo_cmp);
@@ -485,10 +541,12 @@ static fp_err_t replay(fp_store_t *st, const char *source, fp_win_op_t *ops, siz
   for (size_t i = 0; i < s; i++) {
     k = (i && ops[i].offset == ops[i - 1].offset) ? k + 1 : 0;
     if (k == 0) res->replayed++;
-    memo_entry_t key = {ops[i].offset, k, NULL, NULL};
+    memo_entry_t key = {ops[i].offset, k, 0, {{0, 0, 0}, 0, 0}};
     memo_entry_t *hit = ne ? bsearch(&key, e, ne, sizeof(*e), memo_cmp) : NULL;
-    const char *p = hit ? hit->val : NULL;
-    if (hit && parse_op(&p, hit->end, &ops[i]) == 0) continue;
+    if (hit) {
+      tok_value(&hit->tok, hit->r, &ops[i]);
+      continue;
+    }
     if (ops[i].offset != last_missed) res->recomputed++;
     last_missed = ops[i].offset;
     missidx[nmiss] = i;

@@ -57,6 +57,7 @@ struct fp_store_s {
   int64_t lateness_ms;  /* allowed lateness: data retention and "too late" */
   int loss_check;       /* refuse (FP_ERR_STORE_LOST) when the fence is gone but committed > 0 */
   uint64_t roundtrips;
+  uint64_t ops_in_runs; /* ops sent as part of a run of two or more (apply calls) */
   uint64_t memo_misses; /* replayed offsets whose memo had expired (values recomputed) */
   uint64_t too_late;    /* ops older than the lateness: not applied */
   /* scratch, reused between calls */
@@ -74,6 +75,8 @@ struct fp_store_s {
   size_t opwincap;
   uint32_t *perm, *wstart, *kidx; /* sending order, per-window ends, position within offset */
   size_t permcap, wstartcap, kidxcap;
+  uint32_t *wruns; /* per window: how many runs its ops make (see call_ops) */
+  size_t wrunscap;
   fp_buf_t blob; /* the memo index of an apply call */
 };
 

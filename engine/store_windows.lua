@@ -39,18 +39,24 @@ baseline statistics are memoised per (window, bucket) and patched on later write
 
 Protocol (all ARGV, no KEYS; every reply element is a string):
   apply P S committed memo_ttl fence_ttl lateness_ms losscheck nwin first last index
-        then nwin x (key kind n step count): the windows this call touches, each once, kind
-             in c s d t b, and how many ops each has
+        then nwin x (key kind n step count runs): the windows this call touches, each
+             once, kind in c s d t b, how many ops each has, and in how many runs they come
         then the ops window by window (a window's ops in offset order; windows are
              independent, so this order gives the same values as offset order): each is
-             the bucket, then the amount for SUM or the member for DISTINCT and TOPK
+             the bucket, then the amount for SUM or the member for DISTINCT and TOPK; a
+             window with runs < count (COUNT, BASELINE, DISTINCT only) sends its
+             consecutive ops of one bucket (and member) as one run instead: bucket, k for
+             COUNT and BASELINE, bucket, member, k for DISTINCT. At high rates most ops of a
+             window in a call share a bucket, and a run costs what one op did.
         Every window's parameters come once per call, not once per op: building ARGV
         strings and converting them is a large part of a call's cost in Redis.
         first, last: the call's lowest and highest offsets; index: the memo index (P:memo:S)
         losscheck "1": no fence while committed > 0 means the store lost data: nothing is
         applied and the reply is the error "FPLOST ..." (the engine rebuilds first)
      -> { "A", too_late, "r1;r2;...;rn" } results in sending order: a number, or for BASELINE
-        "count,sum,sumsq" of the steps before (the caller computes mean and deviation)
+        "count,sum,sumsq" of the steps before (the caller computes mean and deviation); a
+        run's one result carries "*k" (k ops; this is the last one's, each op before it had
+        a count one lower) or "@k" (k ops, all with this value)
      -> { "R", fence, record, value, ... } when the first offset is at or below the fence:
         nothing applied; the caller takes the replayed offsets' results from the memo
         records (peek for those without one) and sends the rest again
@@ -421,6 +427,38 @@ local function apply(w, b, amount, member)
   end
 end
 
+-- A run of k ops of one COUNT or BASELINE window at bucket b, applied at once: the same state
+-- as k single ops (integer arithmetic, exact), and the value after the last; the values
+-- before it follow from it (the count went up by one per op). Returns the value and whether
+-- the run was too late (then nothing changed and every op has that value).
+local function apply_run(w, b, k)
+  if w.h == nil then
+    w.h, w.lo = b, b
+  elseif b > w.h then
+    advance(w, b)
+  elseif b < w.h - w.lb then
+    too_late = too_late + k
+    return peek(w, b), true
+  end
+  w.changed = true
+  if w.kind == 'c' then
+    add_range(w, b, k)
+    return rsum(w, b), false
+  end
+  local c0 = get(w, b)
+  local c = c0 + k
+  set(w, b, c)
+  local dq = c * c - c0 * c0 -- the sum of 2x - 1 for x = c0 + 1 .. c
+  if b < w.h and b >= w.h - w.n then w.t = w.t + k; w.q = w.q + dq end
+  if w.bs then
+    for kk, e in pairs(w.bs) do
+      if kk > b and kk <= b + w.n then e[1] = e[1] + k; e[2] = e[2] + dq end
+    end
+  end
+  local t, q = bstats(w, b)
+  return baseline_out(c, t, q), false
+end
+
 -- Writes one window's buffered state back; every key written gets its expiry.
 local function flush(w)
   if not w.changed then return end
@@ -484,17 +522,47 @@ end
 -- Modes.
 
 -- The ops of an apply or peek call, window by window: calls fn(w, bucket, amount, member)
--- for each op in the order sent and stores what it returns in outs[base + i].
-local function each_op(nwin, lateness, outs, base, fn)
+-- for each op in the order sent and stores what it returns in outs[base + i]. A window sent
+-- in runs (ng < cnt: COUNT and BASELINE as bucket, k; DISTINCT as bucket, member, k, for k
+-- consecutive ops of the same bucket and member) gets one result per run: "v*k" (the value
+-- after the run's last op; the ops before it had one less each), or "v@k" (every op of the
+-- run has v: a DISTINCT member already added, or a run too late). Returns the last index
+-- written (one per result, not per op).
+local function each_op(nwin, lateness, outs, base, fn, peeking)
   local wbase = 13
-  local a = wbase + nwin * 5 -- the next op's first argument
+  local a = wbase + nwin * 6 -- the next op's first argument
   local i = base
   for wi = 0, nwin - 1 do
-    local p = wbase + wi * 5
-    local step, cnt = tonumber(ARGV[p + 3]), tonumber(ARGV[p + 4])
+    local p = wbase + wi * 6
+    local step, cnt, ng = tonumber(ARGV[p + 3]), tonumber(ARGV[p + 4]), tonumber(ARGV[p + 5])
     local w = win(ARGV[p], ARGV[p + 1], tonumber(ARGV[p + 2]), step, ceil(lateness / step))
     local kind = w.kind
-    if kind == 'c' or kind == 'b' then
+    if ng < cnt and kind == 'd' then
+      for _ = 1, ng do
+        local k = tonumber(ARGV[a + 2])
+        local tl = too_late
+        local v = result(fn(w, tonumber(ARGV[a]), 1, ARGV[a + 1]))
+        if too_late > tl then too_late = too_late + k - 1 end
+        i = i + 1
+        outs[i] = k == 1 and v or (v .. '@' .. k)
+        a = a + 3
+      end
+    elseif ng < cnt then -- COUNT, BASELINE
+      for _ = 1, ng do
+        local b, k = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+        i = i + 1
+        if peeking then
+          local v = result(fn(w, b))
+          outs[i] = k == 1 and v or (v .. '@' .. k)
+        elseif k == 1 then
+          outs[i] = result(fn(w, b, 1, ''))
+        else
+          local v, late = apply_run(w, b, k)
+          outs[i] = result(v) .. (late and '@' or '*') .. k
+        end
+        a = a + 2
+      end
+    elseif kind == 'c' or kind == 'b' then
       for _ = 1, cnt do
         i = i + 1
         outs[i] = result(fn(w, tonumber(ARGV[a]), 1, ''))
@@ -577,7 +645,7 @@ end
 local function do_peek()
   local outs = {}
   local n = each_op(tonumber(ARGV[9]), tonumber(ARGV[7]), outs, 0,
-                    function(w, b) return peek(w, b) end)
+                    function(w, b) return peek(w, b) end, true)
   return { 'P', fint(too_late), table.concat(outs, ';', 1, n) }
 end
 

@@ -9,7 +9,10 @@ batch, one more for incident state when something changed), windows in Redis:
   baseline   HINCRBY <p>:b:<kind>:<brand> <10-min step> read: HGETALL once per brand and batch
 with EXPIREs per key, kind = all | neg.
 
-  py_consumer.py BOOTSTRAP GROUP TOPIC OUT_TOPIC DLQ_TOPIC REDIS_HOST REDIS_PORT PREFIX
+  py_consumer.py BOOTSTRAP GROUP TOPIC OUT_TOPIC DLQ_TOPIC REDIS_HOST REDIS_PORT PREFIX [BATCH]
+
+BATCH (default 1000): messages consumed at a time, and so per pipelined round trip; the
+benchmark passes Flashpoint's batch.size, so both get the same batching opportunities.
 """
 import signal
 import sys
@@ -20,6 +23,7 @@ from confluent_kafka import Consumer, Producer
 from common import MIN, STEP, RULES, BadMention, baseline, decode, incident, severity
 
 bootstrap, group, topic, out_topic, dlq_topic, rhost, rport, prefix = sys.argv[1:9]
+batch = int(sys.argv[9]) if len(sys.argv) > 9 else 1000
 running = True
 
 
@@ -42,7 +46,7 @@ state = {}  # (rule, brand) -> severity, mirrored in Redis hash <p>:inc
 consumer.subscribe([topic])
 
 while running:
-    msgs = consumer.consume(num_messages=1000, timeout=0.2)
+    msgs = consumer.consume(num_messages=batch, timeout=0.2)
     if not msgs:
         continue
     good, expire = [], set()

@@ -72,20 +72,24 @@ static size_t check_ttls(redisContext *c) {
   return n;
 }
 
-static void run_seed(uint64_t seed, int64_t t0) {
+static void run_seed(uint64_t seed, int64_t t0, int dense) {
   ref_t r;
   ref_stream_t s;
   char name[32];
-  snprintf(name, sizeof(name), "seed%llu", (unsigned long long)seed);
+  snprintf(name, sizeof(name), "seed%llu%s", (unsigned long long)seed, dense ? "d" : "");
   fp_store_t *st = new_redis(name), *mem = new_mem();
   redisContext *c = fpt_redis_connect();
   if (!st || !mem || !c) goto out;
-  ref_stream_build(&r, &s, seed, 2000, t0, LATENESS_MS, "r");
+  ref_stream_build(&r, &s, seed, 2000, t0, LATENESS_MS, "r", dense);
   fp_win_value_t *got = calloc(s.n, sizeof(*got)), *gotm = calloc(s.n, sizeof(*gotm));
   uint64_t rt0 = fp_store_roundtrips(st);
   ref_drive(st, "mentions:3", &s, &r, seed, 300, 1, got);
-  fpt_note("seed %llu: %zu ops, %llu round trips, %zu too late", (unsigned long long)seed, s.n,
-           (unsigned long long)(fp_store_roundtrips(st) - rt0), r.too_late);
+  fpt_note("seed %llu: %zu ops, %llu round trips, %zu too late, %llu ops in runs",
+           (unsigned long long)seed, s.n, (unsigned long long)(fp_store_roundtrips(st) - rt0),
+           r.too_late, (unsigned long long)fp_store_ops_in_runs(st));
+  if (dense)
+    FPT_CHECK(fp_store_ops_in_runs(st) > s.n / 3, "most ops went in runs (%llu of %zu)",
+              (unsigned long long)fp_store_ops_in_runs(st), s.n);
   ref_check_topk(st, &r, s.last_ts);
   /* the in-process store, same ops, same batches: identical outs (DISTINCT: HLL vs exact) */
   ref_drive(mem, "mentions:3", &s, &r, seed, 300, 0, gotm);
@@ -123,8 +127,10 @@ out:
 }
 
 static void test_random_streams(void) {
-  for (uint64_t seed = 11; seed <= 14; seed++) run_seed(seed, 1764000000000LL + (int64_t)seed * 104729);
-  run_seed(15, -2 * 3600000LL);
+  for (uint64_t seed = 11; seed <= 14; seed++) run_seed(seed, 1764000000000LL + (int64_t)seed * 104729, 0);
+  run_seed(15, -2 * 3600000LL, 0);
+  /* high rate: most ops go as runs (same bucket, same member), late ones too */
+  for (uint64_t seed = 21; seed <= 23; seed++) run_seed(seed, 1764000000000LL + (int64_t)seed * 7919, 1);
 }
 
 static const fp_win_spec_t count_10m = {FP_WIN_COUNT, 600000, 60000};
@@ -161,7 +167,7 @@ static void test_kill_restart(void) {
   char err[256];
   fp_store_t *st = new_redis("restart");
   if (!st) return;
-  ref_stream_build(&r, &s, 77, 600, 1764000000000LL, LATENESS_MS, "k");
+  ref_stream_build(&r, &s, 77, 600, 1764000000000LL, LATENESS_MS, "k", 0);
   size_t half = 0;
   while (half < s.n && s.ops[half].offset < s.ops[0].offset + 300) half++;
   fp_win_op_t *tmp = calloc(s.n, sizeof(*tmp));

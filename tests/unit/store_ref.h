@@ -204,10 +204,13 @@ static const fp_win_spec_t ref_specs[] = {
 /*
  * Builds @p noffsets offsets of 1-3 ops each over 2 entities per spec; about 10% of the
  * events are out of order (up to 1.5x the lateness behind), a few beyond the lateness.
+ * @p dense: a high rate instead (offsets 0-300 ms apart, 4 DISTINCT members, late events
+ * often at the time of the late one before), so that most ops of a window in a batch share
+ * a bucket and the store sends them as runs, late and too-late runs included.
  * Computes every expected value in the reference as it goes.
  */
 static void ref_stream_build(ref_t *r, ref_stream_t *st, uint64_t seed, size_t noffsets,
-                             int64_t t0, int64_t lateness_ms, const char *tag) {
+                             int64_t t0, int64_t lateness_ms, const char *tag, int dense) {
   ref_rng_t g = {seed};
   memset(r, 0, sizeof(*r));
   memset(st, 0, sizeof(*st));
@@ -226,20 +229,22 @@ static void ref_stream_build(ref_t *r, ref_stream_t *st, uint64_t seed, size_t n
   st->member = calloc(cap, sizeof(*st->member));
   st->mbuf = calloc(cap, sizeof(*st->mbuf));
   st->expect = calloc(cap, sizeof(*st->expect));
-  int64_t cur = t0;
+  int64_t cur = t0, late = t0, too_late = t0;
   for (size_t off = 0; off < noffsets; off++) {
-    cur += ref_range(&g, 0, 20000);
+    cur += ref_range(&g, 0, dense ? 300 : 20000);
     int64_t ts = cur;
     int64_t roll = ref_range(&g, 0, 99);
-    if (roll < 9) ts = cur - ref_range(&g, 0, lateness_ms);
-    else if (roll < 11) ts = cur - ref_range(&g, lateness_ms, lateness_ms * 3 + 600000);
+    if (roll < 9) ts = late = dense && ref_range(&g, 0, 1) ? late : cur - ref_range(&g, 0, lateness_ms);
+    else if (roll < 11)
+      ts = too_late = dense && ref_range(&g, 0, 1) ? too_late
+                                                    : cur - ref_range(&g, lateness_ms, lateness_ms * 3 + 600000);
     int nops = (int)ref_range(&g, 1, 3);
     for (int k = 0; k < nops; k++) {
       size_t i = st->n++;
       size_t wi = (size_t)ref_range(&g, 0, (int64_t)r->nw - 1);
       const ref_win_t *w = &r->w[wi];
       int member = -1;
-      if (w->spec.kind == FP_WIN_DISTINCT) member = (int)ref_range(&g, 0, 999);
+      if (w->spec.kind == FP_WIN_DISTINCT) member = (int)ref_range(&g, 0, dense ? 3 : 999);
       if (w->spec.kind == FP_WIN_TOPK) { /* skewed: small indices are frequent */
         int64_t a = ref_range(&g, 0, 59), b = ref_range(&g, 0, 59);
         member = (int)(a < b ? a : b);

@@ -22,28 +22,37 @@ static fp_store_t *new_mem(void) {
   return st;
 }
 
-static void run_seed_late(uint64_t seed, int64_t t0, int64_t lateness_ms) {
+static void run_seed_late(uint64_t seed, int64_t t0, int64_t lateness_ms, int dense) {
   ref_t r;
   ref_stream_t s;
   fp_store_t *st = new_mem();
   if (!st) return;
   fp_store_set_lateness(st, lateness_ms);
-  ref_stream_build(&r, &s, seed, 1500, t0, lateness_ms, "m");
+  ref_stream_build(&r, &s, seed, 1500, t0, lateness_ms, "m", dense);
   fp_win_value_t *got = calloc(s.n, sizeof(*got));
   ref_drive(st, "mentions:0", &s, &r, seed, 40, 0, got);
   ref_check_topk(st, &r, s.last_ts);
   FPT_CHECK(fp_store_roundtrips(st) > 0, "round trips counted");
+  if (dense) /* the case is about runs: most ops must have gone as runs */
+    FPT_CHECK(fp_store_ops_in_runs(st) > s.n / 3, "%llu of %zu ops went in runs",
+              (unsigned long long)fp_store_ops_in_runs(st), s.n);
   free(got);
   ref_stream_free(&s);
   ref_free(&r);
   fp_store_destroy(st);
 }
 
-static void run_seed(uint64_t seed, int64_t t0) { run_seed_late(seed, t0, LATENESS_MS); }
+static void run_seed(uint64_t seed, int64_t t0) { run_seed_late(seed, t0, LATENESS_MS, 0); }
 
 /* Lateness longer than the windows: late ops land anywhere in (and before) the window. */
 static void test_long_lateness(void) {
-  for (uint64_t seed = 21; seed <= 23; seed++) run_seed_late(seed, 1764000000000LL, 5400000);
+  for (uint64_t seed = 21; seed <= 23; seed++) run_seed_late(seed, 1764000000000LL, 5400000, 0);
+}
+
+/* A high rate: a window's ops in a batch mostly share a bucket (and a DISTINCT member), so
+ * they go as runs, in order, late and too late; values as one op at a time would give. */
+static void test_dense_streams(void) {
+  for (uint64_t seed = 31; seed <= 34; seed++) run_seed_late(seed, 1764000000000LL, LATENESS_MS, 1);
 }
 
 static void test_random_streams(void) {
@@ -203,6 +212,7 @@ int main(void) {
   fpt_run("random_streams", test_random_streams);
   fpt_run("negative_times", test_negative_times);
   fpt_run("long_lateness", test_long_lateness);
+  fpt_run("dense_streams", test_dense_streams);
   fpt_run("bucket_floor", test_bucket_floor);
   fpt_run("baseline_by_hand", test_baseline_by_hand);
   fpt_run("fence_and_memo", test_fence_and_memo);
