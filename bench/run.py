@@ -428,9 +428,9 @@ class Bench:
 
     def run(self):
         sm = self.smoke
-        n_long = 6000 if sm else 200000
-        n_short = 2000 if sm else 50000
-        n_peer = 2000 if sm else 50000
+        n_long = 6000 if sm else 400000
+        n_short = 2000 if sm else 150000  # a run of several seconds: commits are every second
+        n_peer = 2000 if sm else 150000
         self.R["config"] = {"smoke": sm, "n_long": n_long, "n_short": n_short, "partitions": PARTS,
                             "peer_mentions": n_peer}
         self.services()
@@ -727,7 +727,7 @@ def main():
     ap.add_argument("--check", action="store_true")
     ap.add_argument("--timeout", type=float, default=600)
     ap.add_argument("--quick", action="store_true", help="end to end only, print JSON, no report")
-    ap.add_argument("--quick-n", type=int, default=50000)
+    ap.add_argument("--quick-n", type=int, default=150000)
     ap.add_argument("--compare", nargs="*", help="--quick: more build directories, side by side")
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--set", action="append", help="engine setting k=v for every run (repeatable)")
