@@ -277,6 +277,35 @@ static void *producer_main(void *arg) {
 /* ------------------------------------------------------------------------------------------ */
 /* lifecycle                                                                                    */
 
+/* Adds a held producer handle for @p name unless one exists. */
+static fp_err_t warm_topic(fp_engine_t *e, const char *name) {
+  rd_kafka_topic_t **t;
+  if (!name || !*name) return FP_OK;
+  for (size_t i = 0; i < e->n_out_topics; i++)
+    if (!strcmp(rd_kafka_topic_name(e->out_topics[i]), name)) return FP_OK;
+  if (!(t = realloc(e->out_topics, (e->n_out_topics + 1) * sizeof(*t)))) return FP_ERR_NOMEM;
+  e->out_topics = t;
+  if ((t[e->n_out_topics] = rd_kafka_topic_new(e->producer, name, NULL))) e->n_out_topics++;
+  return FP_OK;
+}
+
+/*
+ * The first message to a topic the producer has not seen waits for that topic's metadata
+ * (measured here: ~750 ms), and its worker waits for the acknowledgement: the first incident
+ * of a crisis, exactly the one that matters, would be late, and every partition of the
+ * worker behind it. A held topic handle makes librdkafka fetch the metadata at once (in the
+ * background) and keep it refreshed, so the handles for the default output, the dead-letter
+ * topic and every topic the rules route to are created at start-up and kept until destroy.
+ * Topics that rules name only after a reload are warmed by their first message.
+ */
+static fp_err_t warm_output_topics(fp_engine_t *e, const fp_rules_t *rules) {
+  fp_err_t err = warm_topic(e, e->conf->output_topic);
+  if (!err) err = warm_topic(e, e->conf->dlq_topic);
+  for (size_t i = 0; !err && i < fp_rules_count(rules); i++)
+    for (int s = 0; !err && s < 5; s++) err = warm_topic(e, fp_rules_info(rules, i)->topics[s]);
+  return err;
+}
+
 fp_engine_t *fp_engine_new(const fp_conf_t *conf, char *errstr, size_t es) {
   fp_engine_t *e = calloc(1, sizeof(*e));
   rd_kafka_conf_t *kc = NULL;
@@ -313,7 +342,6 @@ fp_engine_t *fp_engine_new(const fp_conf_t *conf, char *errstr, size_t es) {
   }
   if (!(probe = fp_rules_new(e->conf->rules_dir, &e->limits, errstr, es))) goto err;
   fp_log(FP_LOG_INFO, "rules", "loaded %zu rule(s) from %s", fp_rules_count(probe), e->conf->rules_dir);
-  fp_rules_destroy(probe);
 
   if (!(kc = kafka_conf(e, "producer", errstr, es))) goto err;
   if (!(e->producer = rd_kafka_new(RD_KAFKA_PRODUCER, kc, kerr, sizeof(kerr)))) {
@@ -321,6 +349,12 @@ fp_engine_t *fp_engine_new(const fp_conf_t *conf, char *errstr, size_t es) {
     rd_kafka_conf_destroy(kc);
     goto err;
   }
+  if (warm_output_topics(e, probe) != FP_OK) {
+    fp_seterr(errstr, es, FP_ERR_NOMEM, "out of memory");
+    goto err;
+  }
+  fp_rules_destroy(probe);
+  probe = NULL;
   if (!(kc = kafka_conf(e, "consumer", errstr, es))) goto err;
   if (!(e->consumer = rd_kafka_new(RD_KAFKA_CONSUMER, kc, kerr, sizeof(kerr)))) {
     fp_seterr(errstr, es, FP_ERR_KAFKA, "consumer: %s", kerr);
@@ -335,6 +369,7 @@ fp_engine_t *fp_engine_new(const fp_conf_t *conf, char *errstr, size_t es) {
     if (fp_worker_init(&e->workers[i], e, (int)i, errstr, es) != FP_OK) goto err;
   return e;
 err:
+  fp_rules_destroy(probe);
   fp_engine_destroy(e);
   return NULL;
 }
@@ -594,6 +629,8 @@ void fp_engine_destroy(fp_engine_t *e) {
     if (!e->closed) rd_kafka_consumer_close(e->consumer);
     destroy_consumer(e);
   }
+  for (size_t i = 0; i < e->n_out_topics; i++) rd_kafka_topic_destroy(e->out_topics[i]);
+  free(e->out_topics);
   if (e->producer) {
     rd_kafka_flush(e->producer, 5000);
     rd_kafka_destroy(e->producer);

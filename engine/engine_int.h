@@ -89,6 +89,8 @@ struct fp_engine_s {
   fp_conf_t *conf;
   fp_rules_limits_t limits;
   rd_kafka_t *consumer, *producer;
+  rd_kafka_topic_t **out_topics; /* held handles of every output topic (warm metadata) */
+  size_t n_out_topics;
   pthread_t producer_thread;
   int producer_started, closed;
   int ever_assigned;             /* run thread: an assignment (even empty) arrived once */
