@@ -107,6 +107,7 @@ static const char EMU[] =
     "  return {ok = 'OK'}\n"
     "end\n"
     "function C.PEXPIRE(k, ms) if get(k) == nil then return 0 end E[k] = T + tonumber(ms) return 1 end\n"
+    "function C.TIME() return {string.format('%d', T // 1000), string.format('%d', T % 1000 * 1000)} end\n"
     "function C.PTTL(k) if get(k) == nil then return -2 end local e = E[k] if not e then return -1 end return e - T end\n"
     "function C.EXISTS(k) return get(k) ~= nil and 1 or 0 end\n"
     "function C.DEL(...) local a, c = {...}, 0 for i = 1, #a do if get(a[i]) then del(a[i]); c = c + 1 end end return c end\n"

@@ -12,8 +12,9 @@ index = floor(ts_ms / step_ms), computed by the caller in C):
 
   P:w:K            hash, one per window: h = head (highest bucket applied), lo = lowest bucket
                    that may hold data, t (and q for BASELINE) = running totals for the head,
-                   and one field per bucket "<b>" = count or sum (COUNT, SUM, TOPK, BASELINE).
-                   DISTINCT keeps only h and lo here.
+                   x = when the window's keys expire (server clock, ms), k = the newest bucket
+                   whose key (P:wb) was made, and one field per bucket "<b>" = count or sum
+                   (COUNT, SUM, TOPK, BASELINE). DISTINCT keeps only h, lo, u, x, k here.
   P:wb:K:<b>       DISTINCT: HyperLogLog of bucket b; TOPK: hash term -> count of bucket b.
   P:wu:K           DISTINCT: HyperLogLog of the union of buckets h-n+1..h, valid while the
                    hash field u equals h (rebuilt with PFMERGE when the head has moved), so
@@ -34,8 +35,16 @@ window's memory is bounded by event time, not only by TTL. An op older than h-L 
 it is not applied, its value is computed read-only and it is counted.
 
 Within one call every window's state and every bucket read is cached (W), writes are buffered
-and flushed with one HSET/HDEL/PEXPIRE per window at the end, and late-op window sums and
-baseline statistics are memoised per (window, bucket) and patched on later writes.
+and flushed with one HSET/HDEL per window at the end, and late-op window sums and baseline
+statistics are memoised per (window, bucket) and patched on later writes.
+
+Expiry: every key of a window gets the TTL (n + 2 + L) * step, but not on every call. A key
+made in a call gets it at once; the rest are refreshed together (hash, union, every bucket key
+the window can still read) only once half of the TTL has passed, by the server's clock (x).
+So no bucket key ever expires before its window's hash, and a bucket key is known to exist
+when its bucket is k while the hash exists. At high rates a window is flushed many times a
+minute and its TTL is minutes to days: the PEXPIRE of every key on every call was a third of
+the script's commands.
 
 Protocol (all ARGV, no KEYS; every reply element is a string):
   apply P S committed memo_ttl fence_ttl lateness_ms losscheck nwin first last index
@@ -106,6 +115,16 @@ else
   end
 end
 
+-- The server's clock in ms (TIME), read once per call when a flush first needs it.
+local NOW
+local function now_ms()
+  if not NOW then
+    local t = call('TIME')
+    NOW = tonumber(t[1]) * 1000 + floor(tonumber(t[2]) / 1000)
+  end
+  return NOW
+end
+
 local function num(s)
   if not s then return 0 end
   return tonumber(s)
@@ -144,8 +163,8 @@ local function win(key, kind, n, step, lb)
   local w = W[key]
   if w then return w end
   -- ws, bs, dc (memoised sums, statistics, distinct counts), del, delk (pruned fields and
-  -- keys), touched, bkc (bucket key names) are made when first needed: a call touches
-  -- hundreds of windows, most with a few ops
+  -- keys), made (bucket keys this call may have made), bkc (bucket key names) are made when
+  -- first needed: a call touches hundreds of windows, most with a few ops
   w = { hk = P .. ':w:' .. key, kind = kind, n = n,
         step = step, lb = lb, v = {}, dirty = {}, t = 0, q = 0, changed = false }
   if kind == 'd' then
@@ -153,10 +172,11 @@ local function win(key, kind, n, step, lb)
   elseif kind == 't' then
     w.ti, w.tib, w.bk = {}, {}, P .. ':wb:' .. key .. ':'
   end
-  local r = call('HMGET', w.hk, 'h', 'lo', 't', 'q', 'u')
+  local r = call('HMGET', w.hk, 'h', 'lo', 't', 'q', 'u', 'x', 'k')
   if r[1] then
     w.h, w.lo, w.t, w.q = tonumber(r[1]), tonumber(r[2]), num(r[3]), num(r[4])
     w.uh = r[5] and tonumber(r[5]) -- DISTINCT: the head the union key was built for
+    w.x, w.kb = r[6] and tonumber(r[6]), r[7] and tonumber(r[7])
     w.slo, w.shi = w.lo, w.h -- stored buckets not yet cached lie in [slo, shi]
   end
   W[key] = w
@@ -203,10 +223,13 @@ local function bkey(w, b)
   return k
 end
 
-local function touch(w, b)
-  local t = w.touched
-  if not t then t = {}; w.touched = t end
-  t[b] = true
+-- Notes that this call may have made bucket b's key (DISTINCT, TOPK): it gets its expiry at
+-- flush, unless it certainly existed (bucket k of a window whose hash exists).
+local function made(w, b)
+  if b == w.kb then return end
+  local m = w.made
+  if not m then m = {}; w.made = m end
+  m[b] = true
 end
 
 -- Deletes buckets that no op within the lateness can need any more.
@@ -217,7 +240,7 @@ local function prune(w, oldh)
   w.del, w.delk = w.del or {}, w.delk or {}
   for b = w.lo, min(kf - 1, oldh) do
     w.v[b], w.dirty[b] = nil, nil
-    if w.touched then w.touched[b] = nil end
+    if w.made then w.made[b] = nil end
     if w.pm then w.pm[b] = nil end
     if w.ti then w.ti[b] = nil end
     if w.pend then w.pend[b] = nil end
@@ -292,7 +315,15 @@ local function sync(w)
   local pend = w.pend
   if not pend then return end
   w.pend = nil
-  for b, list in pairs(pend) do callv('PFADD', bkey(w, b), list) end
+  for b, list in pairs(pend) do
+    local i, n, changed = 1, #list, false
+    while i <= n do
+      local j = min(i + CHUNK - 1, n)
+      if call('PFADD', bkey(w, b), unpack(list, i, j)) == 1 then changed = true end
+      i = j + 1
+    end
+    if changed then made(w, b) end -- 0: the key was there (and has its expiry)
+  end
 end
 
 local function union(w)
@@ -301,6 +332,7 @@ local function union(w)
   local keys = {}
   for j = max(w.h - w.n + 1, w.lo), w.h do keys[#keys + 1] = w.bk .. fint(j) end
   call('DEL', w.uk)
+  w.uk_new = true -- a new key: its expiry is set at flush
   local i = 1
   repeat -- PFMERGE with no source creates an empty HyperLogLog
     local j = min(i + CHUNK - 1, #keys)
@@ -400,7 +432,6 @@ local function apply(w, b, amount, member)
       local l = pend[b]
       if not l then l = {}; pend[b] = l end
       l[#l + 1] = member
-      touch(w, b)
       if b < w.lo then w.lo = b end
       local hc = w.dc and w.h ~= nil and w.dc[w.h]
       w.dc = nil -- a count over b may change
@@ -420,7 +451,6 @@ local function apply(w, b, amount, member)
       local ti = w.ti[b]
       if not ti then ti = {}; w.ti[b] = ti; w.tib[#w.tib + 1] = b end
       ti[member] = (ti[member] or 0) + 1
-      touch(w, b)
       add_range(w, b, 1)
     end
     return rsum(w, b)
@@ -464,6 +494,17 @@ local function flush(w)
   if not w.changed then return end
   sync(w)
   local ttl = (w.n + 2 + w.lb) * w.step
+  for _, b in ipairs(w.tib or {}) do
+    local ti = w.ti[b] -- nil if the bucket was pruned in this call after its increments
+    if ti then
+      local bk = bkey(w, b)
+      for term, c in pairs(ti) do
+        if call('HINCRBY', bk, term, c) == c then made(w, b) end -- a new term: maybe a new key
+      end
+    end
+  end
+  local now = now_ms()
+  local refresh = not w.x or w.x - now < ttl / 2
   local args = { 'h', fint(w.h), 'lo', fint(w.lo) }
   if w.kind ~= 'd' then
     args[#args + 1] = 't'; args[#args + 1] = fnum(w.t)
@@ -474,17 +515,18 @@ local function flush(w)
   if w.kind == 'd' and w.uh then
     args[#args + 1] = 'u'; args[#args + 1] = fint(w.uh)
   end
+  if refresh then
+    args[#args + 1] = 'x'; args[#args + 1] = fint(now + ttl)
+  end
+  local kb = w.kb
+  if w.made then
+    for b in pairs(w.made) do if not kb or b > kb then kb = b end end
+    if kb ~= w.kb then args[#args + 1] = 'k'; args[#args + 1] = fint(kb) end
+  end
   for b in pairs(w.dirty) do
     args[#args + 1] = fint(b); args[#args + 1] = fnum(w.v[b])
   end
   callv('HSET', w.hk, args)
-  for _, b in ipairs(w.tib or {}) do
-    local ti = w.ti[b] -- nil if the bucket was pruned in this call after its increments
-    if ti then
-      local bk = bkey(w, b)
-      for term, c in pairs(ti) do call('HINCRBY', bk, term, c) end
-    end
-  end
   if w.del and #w.del > 0 then callv('HDEL', w.hk, w.del) end
   local i = 1
   while w.delk and i <= #w.delk do
@@ -492,10 +534,19 @@ local function flush(w)
     call('DEL', unpack(w.delk, i, j))
     i = j + 1
   end
-  call('PEXPIRE', w.hk, ttl)
-  if w.uh then call('PEXPIRE', w.uk, ttl) end -- same expiry as the hash that says it is valid
-  if w.touched then
-    for b in pairs(w.touched) do call('PEXPIRE', bkey(w, b), ttl) end
+  if refresh then
+    -- the hash, the union (same expiry as the hash that says it is valid) and every bucket
+    -- key the window can still read (made ones among them), all at once
+    call('PEXPIRE', w.hk, ttl)
+    if w.uh then call('PEXPIRE', w.uk, ttl) end
+    if w.bk then
+      for b = max(w.lo, w.h - w.n - w.lb), w.h do call('PEXPIRE', bkey(w, b), ttl) end
+    end
+  else
+    if w.uk_new and w.uh then call('PEXPIRE', w.uk, ttl) end
+    if w.made then
+      for b in pairs(w.made) do call('PEXPIRE', bkey(w, b), ttl) end
+    end
   end
   return ttl
 end

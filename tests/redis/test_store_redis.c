@@ -13,6 +13,7 @@
 #include "../unit/store_ref.h"
 #include "store.h"
 #include "testlib.h"
+#include "util.h"
 
 #define LATENESS_MS 180000
 
@@ -241,10 +242,88 @@ out:
   fp_store_destroy(st);
 }
 
+/* The key of window "e": its hash (HK), union (UK) or the HyperLogLog of bucket b (BK). */
+enum { HK, UK, BK };
+static const char *wkey(char *k, size_t n, int which, long long b) {
+  if (which == HK) snprintf(k, n, "%s:w:e", prefix);
+  else if (which == UK) snprintf(k, n, "%s:wu:e", prefix);
+  else snprintf(k, n, "%s:wb:e:%lld", prefix, b);
+  return k;
+}
+
+static long long pttl(redisContext *c, int which, long long b) {
+  char k[160];
+  wkey(k, sizeof(k), which, b);
+  redisReply *r = fpt_redis_cmd(c, "PTTL %s", k);
+  long long v = r && r->type == REDIS_REPLY_INTEGER ? r->integer : -99;
+  if (r) freeReplyObject(r);
+  return v;
+}
+
+static void set_pttl(redisContext *c, int which, long long b, long long ms) {
+  char k[160];
+  wkey(k, sizeof(k), which, b);
+  redisReply *r = fpt_redis_cmd(c, "PEXPIRE %s %lld", k, ms);
+  if (r) freeReplyObject(r);
+}
+
+/* Expiry is set when a key is made and refreshed for all of a window's keys once half of the
+ * TTL has passed (the hash's x), not on every call. */
+static void test_expiry_refresh(void) {
+  static const fp_win_spec_t d10 = {FP_WIN_DISTINCT, 600000, 60000};
+  const long long ttl = (10 + 2 + (LATENESS_MS + 59999) / 60000) * 60000LL, mark = ttl - 100000;
+  char err[256];
+  fp_store_t *st = new_redis("expiry");
+  redisContext *c = fpt_redis_connect();
+  if (!st || !c) goto out;
+  int64_t t0 = fp_now_ms() / 60000 * 60000; /* bucket b starts here */
+  long long b = t0 / 60000;
+  fp_win_op_t op = {.offset = 1, .key = "e", .spec = &d10, .ts_ms = t0 + 1000, .member = "a"};
+  FPT_CHECK(fp_store_apply(st, "s", &op, 1, 0, NULL, err, sizeof(err)) == FP_OK, "%s", err);
+  FPT_CHECK(pttl(c, HK, 0) > ttl - 5000 && pttl(c, HK, 0) <= ttl, "hash: %lld", pttl(c, HK, 0));
+  FPT_CHECK(pttl(c, BK, b) > ttl - 5000, "new bucket key: %lld", pttl(c, BK, b));
+  FPT_CHECK(pttl(c, UK, 0) > ttl - 5000, "new union key: %lld", pttl(c, UK, 0));
+
+  /* same bucket, a new member, refresh not due: nothing re-expired */
+  set_pttl(c, HK, 0, mark), set_pttl(c, UK, 0, mark), set_pttl(c, BK, b, mark);
+  op.offset = 2, op.member = "b";
+  FPT_CHECK(fp_store_apply(st, "s", &op, 1, 0, NULL, err, sizeof(err)) == FP_OK, "%s", err);
+  FPT_CHECK_NEAR(op.out.value, 2, 0);
+  FPT_CHECK(pttl(c, HK, 0) <= mark && pttl(c, HK, 0) > 0, "hash kept its expiry: %lld", pttl(c, HK, 0));
+  FPT_CHECK(pttl(c, BK, b) <= mark && pttl(c, BK, b) > 0, "bucket kept its expiry: %lld", pttl(c, BK, b));
+  FPT_CHECK(pttl(c, UK, 0) <= mark && pttl(c, UK, 0) > 0, "union kept its expiry: %lld", pttl(c, UK, 0));
+
+  /* the next bucket: its key and the rebuilt union are new and get the TTL at once */
+  op.offset = 3, op.member = "c", op.ts_ms = t0 + 61000;
+  FPT_CHECK(fp_store_apply(st, "s", &op, 1, 0, NULL, err, sizeof(err)) == FP_OK, "%s", err);
+  FPT_CHECK_NEAR(op.out.value, 3, 0);
+  FPT_CHECK(pttl(c, BK, b + 1) > ttl - 5000, "new bucket key: %lld", pttl(c, BK, b + 1));
+  FPT_CHECK(pttl(c, UK, 0) > ttl - 5000, "rebuilt union key: %lld", pttl(c, UK, 0));
+  FPT_CHECK(pttl(c, HK, 0) <= mark, "hash still not refreshed: %lld", pttl(c, HK, 0));
+
+  /* half of the TTL has passed (as the hash's x says): every key of the window is refreshed,
+   * the untouched bucket too */
+  redisReply *r = fpt_redis_cmd(c, "HSET %s:w:e x %lld", prefix, (long long)fp_now_ms() + ttl / 2 - 10000);
+  if (r) freeReplyObject(r);
+  set_pttl(c, UK, 0, mark), set_pttl(c, BK, b + 1, mark);
+  op.offset = 4, op.member = "d";
+  FPT_CHECK(fp_store_apply(st, "s", &op, 1, 0, NULL, err, sizeof(err)) == FP_OK, "%s", err);
+  FPT_CHECK_NEAR(op.out.value, 4, 0);
+  FPT_CHECK(pttl(c, HK, 0) > ttl - 5000, "hash refreshed: %lld", pttl(c, HK, 0));
+  FPT_CHECK(pttl(c, UK, 0) > ttl - 5000, "union refreshed: %lld", pttl(c, UK, 0));
+  FPT_CHECK(pttl(c, BK, b) > ttl - 5000, "untouched bucket refreshed: %lld", pttl(c, BK, b));
+  FPT_CHECK(pttl(c, BK, b + 1) > ttl - 5000, "bucket refreshed: %lld", pttl(c, BK, b + 1));
+  check_ttls(c);
+out:
+  if (c) redisFree(c);
+  fp_store_destroy(st);
+}
+
 int main(void) {
   fpt_run("random_streams", test_random_streams);
   fpt_run("noscript", test_noscript);
   fpt_run("fatal_errors", test_fatal_errors);
   fpt_run("kill_restart", test_kill_restart);
+  fpt_run("expiry_refresh", test_expiry_refresh);
   return fpt_done();
 }
