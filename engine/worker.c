@@ -4,6 +4,13 @@
  * the incident events and dead-letter records, waiting until Kafka acknowledged every one,
  * and only then storing the run's last offset + 1 for commit.
  *
+ * At-least-once, the acknowledgements of one round (every run the worker took from its queue
+ * at once, one per partition) are awaited together after its last run, not run by run: a
+ * round's runs then cost one wait for Kafka instead of one each (a run with an incident waited
+ * 5-10 ms for its acknowledgement while the worker's other partitions waited behind it, and
+ * in a crisis most runs have one). Offsets are still stored only for acknowledged runs, in
+ * order. Exactly-once, each run's outputs are flushed before the next (the transaction).
+ *
  * Failures of Redis or Kafka are retried with jittered exponential backoff while the run
  * thread pauses this worker's partitions (the blocked flag), so the group membership stays
  * and nothing beyond the acknowledged prefix is ever stored. A retry repeats the failed step
@@ -22,10 +29,30 @@
 #include "store_lc.h"
 #include "util.h"
 
+/* A processed run whose outputs were produced and are not yet acknowledged. What emitting
+ * them again needs is copied out of the pipeline's scratch, which the next run reuses. */
+typedef struct fp_pending_s {
+  fp_part_t *p;
+  fp_qnode_t **nodes; /* owned, held until the run is finished */
+  size_t k;
+  struct fp_dlq_s {
+    size_t i; /* index into nodes */
+    fp_err_t status;
+    char reason[256];
+  } *dlq;
+  size_t ndlq;
+  fp_outvec_t events;   /* owned copies */
+  fp_pipeline_out_t po; /* counters only: its pointers are not used */
+  int refused;          /* a produce call failed: emit again before storing */
+} fp_pending_t;
+
 typedef struct fp_batch_s {
   fp_qnode_t **nodes; /* the run being processed */
   fp_input_t *in;
   size_t cap;
+  fp_pending_t *pend; /* this round's runs, in processing order */
+  size_t npend, cappend;
+  fp_ack_t ack;       /* acknowledgements of this round's first emissions */
 } fp_batch_t;
 
 /* ---- acknowledgements ---- */
@@ -233,7 +260,8 @@ static fp_err_t batch_reserve(fp_batch_t *b, size_t n) {
 
 static void batch_free(fp_batch_t *b) {
   if (!b) return;
-  free(b->nodes), free(b->in);
+  free(b->nodes), free(b->in), free(b->pend);
+  fp_ack_destroy(&b->ack);
   free(b);
 }
 
@@ -287,40 +315,98 @@ static rd_kafka_headers_t *dlq_headers(const fp_part_t *p, int64_t offset, fp_er
   return h;
 }
 
-/* Produces every output of the run and waits for Kafka's acknowledgement of all of them.
- * @returns FP_OK when all were acknowledged. */
-static fp_err_t emit_run(fp_worker_t *w, fp_part_t *p, size_t k, const fp_pipeline_out_t *po,
-                         uint64_t *ndlq) {
+/* Produces every output of a pending run, counting them on @p ack (no wait). @returns
+ * FP_OK when the producer took them all. */
+static fp_err_t emit_pending(fp_worker_t *w, const fp_pending_t *pd, fp_ack_t *ack) {
   fp_engine_t *e = w->e;
-  fp_batch_t *b = w->batch;
-  fp_ack_t ack;
+  fp_part_t *p = pd->p;
   fp_err_t err = FP_OK;
   size_t cap = (size_t)e->conf->input_max_bytes;
-
   int64_t rebuilt = atomic_load(&p->rebuild_until); /* outputs below this were emitted before */
-  fp_ack_init(&ack);
-  *ndlq = 0;
-  for (size_t i = 0; i < k && !err; i++) {
-    rd_kafka_message_t *m = b->nodes[i]->msg;
-    if (po->status[i] == FP_OK || m->offset < rebuilt) continue;
+
+  for (size_t d = 0; d < pd->ndlq && !err; d++) {
+    rd_kafka_message_t *m = pd->nodes[pd->dlq[d].i]->msg;
+    if (m->offset < rebuilt) continue;
     size_t keep = m->len < cap ? m->len : cap / 16; /* oversized: keep a prefix as evidence */
-    err = produce_one(w, &ack, e->conf->dlq_topic, m->key, m->key_len, m->payload, keep,
-                      dlq_headers(p, m->offset, po->status[i], po->reason[i], m->len, keep));
-    (*ndlq)++;
+    err = produce_one(w, ack, e->conf->dlq_topic, m->key, m->key_len, m->payload, keep,
+                      dlq_headers(p, m->offset, pd->dlq[d].status, pd->dlq[d].reason, m->len, keep));
   }
-  for (size_t i = 0; i < po->events->n && !err; i++) {
-    const fp_outrec_t *r = &po->events->recs[i];
+  for (size_t i = 0; i < pd->events.n && !err; i++) {
+    const fp_outrec_t *r = &pd->events.recs[i];
     if (r->offset < rebuilt) continue;
-    err = produce_one(w, &ack, r->topic, r->key, r->key ? strlen(r->key) : 0, r->payload, r->len, NULL);
+    err = produce_one(w, ack, r->topic, r->key, r->key ? strlen(r->key) : 0, r->payload, r->len, NULL);
   }
-  ack_wait(&ack);
-  if (!err && ack.failed) {
-    fp_log(FP_LOG_WARN, "engine", "%s: %lld output(s) not acknowledged: %s", p->source,
-           (long long)ack.failed, rd_kafka_err2str(ack.first_err));
-    err = FP_ERR_KAFKA;
-  }
-  fp_ack_destroy(&ack);
   return err;
+}
+
+static void pending_free(fp_pending_t *pd) {
+  for (size_t i = 0; i < pd->k; i++) {
+    rd_kafka_message_destroy(pd->nodes[i]->msg);
+    free(pd->nodes[i]);
+  }
+  atomic_fetch_sub(&pd->p->inflight, (int64_t)pd->k);
+  free(pd->nodes);
+  free(pd->dlq);
+  fp_outvec_free(&pd->events);
+  memset(pd, 0, sizeof(*pd));
+}
+
+/* Takes over the run's nodes and copies its outputs into a new pending record. */
+static fp_pending_t *pending_add(fp_worker_t *w, fp_part_t *p, size_t k, const fp_pipeline_out_t *po) {
+  fp_batch_t *b = w->batch;
+  fp_pending_t *pd;
+  size_t nd = 0;
+  if (b->npend == b->cappend) {
+    size_t cap = b->cappend ? b->cappend * 2 : 8;
+    fp_pending_t *np = realloc(b->pend, cap * sizeof(*np));
+    if (!np) return NULL;
+    b->pend = np;
+    b->cappend = cap;
+  }
+  pd = &b->pend[b->npend];
+  memset(pd, 0, sizeof(*pd));
+  for (size_t i = 0; i < k; i++) nd += po->status[i] != FP_OK;
+  if (!(pd->nodes = malloc(k * sizeof(*pd->nodes))) || (nd && !(pd->dlq = malloc(nd * sizeof(*pd->dlq))))) {
+    free(pd->nodes);
+    return NULL;
+  }
+  for (size_t i = 0; i < po->events->n; i++) {
+    const fp_outrec_t *r = &po->events->recs[i];
+    fp_outrec_t *c;
+    if (pd->events.n == pd->events.cap) {
+      size_t cap = pd->events.cap ? pd->events.cap * 2 : 4;
+      fp_outrec_t *nr = realloc(pd->events.recs, cap * sizeof(*nr));
+      if (!nr) goto nomem;
+      pd->events.recs = nr;
+      pd->events.cap = cap;
+    }
+    c = &pd->events.recs[pd->events.n];
+    *c = *r;
+    c->topic = strdup(r->topic);
+    c->key = r->key ? strdup(r->key) : NULL;
+    if ((c->payload = malloc(r->len + 1))) memcpy(c->payload, r->payload, r->len + 1);
+    pd->events.n++;
+    if (!c->topic || (r->key && !c->key) || !c->payload) goto nomem;
+  }
+  for (size_t i = 0; i < k; i++) {
+    pd->nodes[i] = b->nodes[i];
+    b->nodes[i] = NULL;
+    if (po->status[i] == FP_OK) continue;
+    pd->dlq[pd->ndlq].i = i;
+    pd->dlq[pd->ndlq].status = po->status[i];
+    snprintf(pd->dlq[pd->ndlq].reason, sizeof(pd->dlq[pd->ndlq].reason), "%s", po->reason[i]);
+    pd->ndlq++;
+  }
+  pd->p = p;
+  pd->k = k;
+  pd->po = *po;
+  pd->po.status = NULL, pd->po.reason = NULL, pd->po.events = NULL;
+  b->npend++;
+  return pd;
+nomem:
+  fp_outvec_free(&pd->events);
+  free(pd->nodes), free(pd->dlq);
+  return NULL;
 }
 
 /* ---- processing ---- */
@@ -347,6 +433,109 @@ static int retry_store(void *opaque, const char *what, const char *errstr, int a
   return !run_abandoned(c->w, c->p);
 }
 
+/* Stores the end of a pending run once its outputs are acknowledged, emitting them again
+ * (with backoff, partitions paused) while they are not. @p acked: its first emission is known
+ * to be acknowledged. Frees @p pd's contents. @returns 0 if the run was abandoned (nothing
+ * stored): a later run of its partition must not store its end either. */
+static int finish_pending(fp_worker_t *w, fp_pending_t *pd, int acked) {
+  fp_engine_t *e = w->e;
+  fp_part_t *p = pd->p;
+
+  for (int attempt = 0; !acked; attempt++) {
+    fp_ack_t ack;
+    fp_err_t err;
+    fp_ack_init(&ack);
+    err = emit_pending(w, pd, &ack);
+    ack_wait(&ack);
+    if (!err && ack.failed) {
+      fp_log(FP_LOG_WARN, "engine", "%s: %lld output(s) not acknowledged: %s", p->source,
+             (long long)ack.failed, rd_kafka_err2str(ack.first_err));
+      err = FP_ERR_KAFKA;
+    }
+    fp_ack_destroy(&ack);
+    if (err == FP_OK) break;
+    if (e->eos) { /* the transaction is broken: the run thread aborts it and rewinds */
+      atomic_store(&e->txn_abort, 1);
+      pending_free(pd);
+      return 0;
+    }
+    if (!atomic_exchange(&w->blocked, 1))
+      fp_log(FP_LOG_WARN, "engine", "%s: outputs not acknowledged: pausing and retrying", p->source);
+    if (run_abandoned(w, p)) {
+      pending_free(pd);
+      return 0;
+    }
+    backoff_sleep(attempt);
+  }
+  if (atomic_exchange(&w->blocked, 0))
+    fp_log(FP_LOG_INFO, "engine", "worker %d: state store and outputs healthy again, resuming", w->idx);
+
+  /* everything the run caused is acknowledged: store its end (unless the partition was lost);
+   * in exactly-once mode the end travels with the transaction instead (txn.c) */
+  int64_t rebuild = atomic_load(&p->rebuild_until), next_off = pd->nodes[pd->k - 1]->msg->offset + 1;
+  if (rebuild && next_off >= rebuild) {
+    atomic_store(&p->rebuild_until, 0);
+    fp_log(FP_LOG_INFO, "store", "%s: windows rebuilt up to the committed offset %lld", p->source,
+           (long long)rebuild);
+  }
+  if (e->eos) {
+    atomic_store(&p->txn_next, next_off);
+  } else if (rebuild && next_off <= rebuild) {
+    /* still rebuilding below the committed offset: storing would move the commit back */
+  } else if (atomic_load(&p->revoked) != 2) {
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, p->topic, p->partition)->offset = next_off;
+    rd_kafka_resp_err_t serr = rd_kafka_offsets_store(e->consumer, l);
+    if (serr)
+      fp_log(FP_LOG_WARN, "engine", "%s: storing offset %lld failed: %s", p->source,
+             (long long)next_off, rd_kafka_err2str(serr));
+    else
+      atomic_fetch_add(&e->stats.offsets_stored, pd->k);
+    rd_kafka_topic_partition_list_destroy(l);
+  }
+  atomic_fetch_add(&e->stats.mentions_in, pd->k);
+  atomic_fetch_add(&e->stats.mentions_decoded, pd->po.decoded);
+  atomic_fetch_add(&e->stats.late, pd->po.late);
+  atomic_fetch_add(&e->stats.dead_lettered, pd->ndlq);
+  atomic_fetch_add(&e->stats.rule_evals, pd->po.evals);
+  atomic_fetch_add(&e->stats.rule_errors, pd->po.rule_errors);
+  atomic_fetch_add(&e->stats.redis_roundtrips, pd->po.roundtrips);
+  atomic_fetch_add(&e->stats.incidents, pd->events.n);
+  if (pd->po.replayed) atomic_fetch_add(&e->stats.duplicates_fenced, pd->po.replayed);
+  for (size_t i = 0; i < pd->events.n; i++)
+    fp_metrics_incident(e->metrics, pd->events.recs[i].status, pd->events.recs[i].severity);
+  pending_free(pd);
+  return 1;
+}
+
+/* At-least-once: waits once for every output of the round's runs, then finishes them in
+ * order (a run whose outputs were not all acknowledged is emitted again first). */
+static void finish_round(fp_worker_t *w) {
+  fp_batch_t *b = w->batch;
+  int failed;
+  if (!b->npend) return;
+  ack_wait(&b->ack);
+  pthread_mutex_lock(&b->ack.mu);
+  failed = b->ack.failed > 0;
+  if (failed)
+    fp_log(FP_LOG_WARN, "engine", "worker %d: %lld output(s) not acknowledged: %s; emitting the round's again",
+           w->idx, (long long)b->ack.failed, rd_kafka_err2str(b->ack.first_err));
+  b->ack.failed = 0;
+  b->ack.first_err = RD_KAFKA_RESP_ERR_NO_ERROR;
+  pthread_mutex_unlock(&b->ack.mu);
+  /* after finishing, a record is zeroed; an abandoned one keeps its partition as a marker */
+  for (size_t i = 0; i < b->npend; i++) {
+    fp_pending_t *pd = &b->pend[i];
+    fp_part_t *p = pd->p;
+    int abandoned = 0;
+    for (size_t j = 0; j < i && !abandoned; j++) abandoned = b->pend[j].p == p;
+    if (abandoned) pending_free(pd); /* its partition replays from the abandoned run */
+    else abandoned = !finish_pending(w, pd, !failed && !pd->refused);
+    if (abandoned) pd->p = p;
+  }
+  b->npend = 0;
+}
+
 /* Processes the k messages of partition p in w->batch->nodes (offset order). */
 static void process_run(fp_worker_t *w, fp_part_t *p, size_t k) {
   fp_engine_t *e = w->e;
@@ -356,7 +545,6 @@ static void process_run(fp_worker_t *w, fp_part_t *p, size_t k) {
   fp_pipeline_out_t po;
   retry_ctx_t rc = {w, p};
   int64_t wm = atomic_load(&p->max_event_ms);
-  uint64_t ndlq = 0;
   int sweep = 1; /* resolving incidents due costs no extra round trip */
 
   if (atomic_load(&p->revoked)) goto release; /* not ours any more: the next owner replays */
@@ -401,55 +589,19 @@ static void process_run(fp_worker_t *w, fp_part_t *p, size_t k) {
   }
   atomic_store(&p->max_event_ms, wm);
 
-  for (int attempt = 0;; attempt++) {
-    if ((err = emit_run(w, p, k, &po, &ndlq)) == FP_OK) break;
-    if (e->eos) { /* the transaction is broken: the run thread aborts it and rewinds */
-      atomic_store(&e->txn_abort, 1);
-      goto release;
-    }
-    if (!atomic_exchange(&w->blocked, 1))
-      fp_log(FP_LOG_WARN, "engine", "%s: outputs not acknowledged: pausing and retrying", p->source);
-    if (run_abandoned(w, p)) goto release;
-    backoff_sleep(attempt);
+  fp_pending_t *pd = pending_add(w, p, k, &po);
+  if (!pd) {
+    fp_log(FP_LOG_ERROR, "engine", "%s: out of memory holding a run's outputs", p->source);
+    atomic_store(&e->fatal, 1);
+    goto release;
   }
-  if (atomic_exchange(&w->blocked, 0))
-    fp_log(FP_LOG_INFO, "engine", "worker %d: state store and outputs healthy again, resuming", w->idx);
-
-  /* everything the run caused is acknowledged: store its end (unless the partition was lost);
-   * in exactly-once mode the end travels with the transaction instead (txn.c) */
-  int64_t rebuild = atomic_load(&p->rebuild_until), next_off = b->nodes[k - 1]->msg->offset + 1;
-  if (rebuild && next_off >= rebuild) {
-    atomic_store(&p->rebuild_until, 0);
-    fp_log(FP_LOG_INFO, "store", "%s: windows rebuilt up to the committed offset %lld", p->source,
-           (long long)rebuild);
+  if (e->eos) { /* the transaction: outputs flushed run by run */
+    finish_pending(w, pd, 0);
+    b->npend--;
+    return;
   }
-  if (e->eos) {
-    atomic_store(&p->txn_next, next_off);
-  } else if (rebuild && next_off <= rebuild) {
-    /* still rebuilding below the committed offset: storing would move the commit back */
-  } else if (atomic_load(&p->revoked) != 2) {
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-    int64_t next = b->nodes[k - 1]->msg->offset + 1;
-    rd_kafka_topic_partition_list_add(l, p->topic, p->partition)->offset = next;
-    rd_kafka_resp_err_t serr = rd_kafka_offsets_store(e->consumer, l);
-    if (serr)
-      fp_log(FP_LOG_WARN, "engine", "%s: storing offset %lld failed: %s", p->source,
-             (long long)next, rd_kafka_err2str(serr));
-    else
-      atomic_fetch_add(&e->stats.offsets_stored, k);
-    rd_kafka_topic_partition_list_destroy(l);
-  }
-  atomic_fetch_add(&e->stats.mentions_in, k);
-  atomic_fetch_add(&e->stats.mentions_decoded, po.decoded);
-  atomic_fetch_add(&e->stats.late, po.late);
-  atomic_fetch_add(&e->stats.dead_lettered, ndlq);
-  atomic_fetch_add(&e->stats.rule_evals, po.evals);
-  atomic_fetch_add(&e->stats.rule_errors, po.rule_errors);
-  atomic_fetch_add(&e->stats.redis_roundtrips, po.roundtrips);
-  atomic_fetch_add(&e->stats.incidents, po.events->n);
-  if (po.replayed) atomic_fetch_add(&e->stats.duplicates_fenced, po.replayed);
-  for (size_t i = 0; i < po.events->n; i++)
-    fp_metrics_incident(e->metrics, po.events->recs[i].status, po.events->recs[i].severity);
+  if (emit_pending(w, pd, &b->ack) != FP_OK) pd->refused = 1; /* emitted again at the round's end */
+  return;
 
 release:
   for (size_t i = 0; i < k; i++) {
@@ -567,6 +719,7 @@ static void *worker_main(void *arg) {
       }
       if (k) process_run(w, p, k);
     }
+    finish_round(w);
     if (w->e->eos) fp_txn_run_end(w->e);
   }
   free(taken);
@@ -581,6 +734,7 @@ fp_err_t fp_worker_init(fp_worker_t *w, fp_engine_t *e, int idx, char *errstr, s
   pthread_mutex_init(&w->mu, NULL);
   pthread_cond_init(&w->cv, NULL);
   if (!(w->batch = calloc(1, sizeof(*w->batch)))) return FP_ERR_NOMEM;
+  fp_ack_init(&w->batch->ack);
   if (e->conf->backend == FP_BACKEND_MEMORY) {
     if (e->nworkers > 1 && idx == 0)
       fp_log(FP_LOG_WARN, "store", "store.backend=memory with %zu workers: each worker keeps its own "
