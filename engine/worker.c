@@ -372,21 +372,7 @@ static fp_pending_t *pending_add(fp_worker_t *w, fp_part_t *p, size_t k, const f
   }
   for (size_t i = 0; i < po->events->n; i++) {
     const fp_outrec_t *r = &po->events->recs[i];
-    fp_outrec_t *c;
-    if (pd->events.n == pd->events.cap) {
-      size_t cap = pd->events.cap ? pd->events.cap * 2 : 4;
-      fp_outrec_t *nr = realloc(pd->events.recs, cap * sizeof(*nr));
-      if (!nr) goto nomem;
-      pd->events.recs = nr;
-      pd->events.cap = cap;
-    }
-    c = &pd->events.recs[pd->events.n];
-    *c = *r;
-    c->topic = strdup(r->topic);
-    c->key = r->key ? strdup(r->key) : NULL;
-    if ((c->payload = malloc(r->len + 1))) memcpy(c->payload, r->payload, r->len + 1);
-    pd->events.n++;
-    if (!c->topic || (r->key && !c->key) || !c->payload) goto nomem;
+    if (fp_outvec_add(&pd->events, r->offset, r->topic, r->key, r->payload, r->len) != FP_OK) goto nomem;
   }
   for (size_t i = 0; i < k; i++) {
     pd->nodes[i] = b->nodes[i];
