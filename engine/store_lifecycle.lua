@@ -4,13 +4,13 @@ store_lifecycle.lua - the incident-lifecycle half of the store: versioned state 
 
 Runs unchanged in Redis (EVALSHA) and in the in-process store's emulation (store_mem.c),
 like store_windows.lua; keep to the common subset of Lua 5.1 and 5.4 and to the commands
-the emulation has (GET SET HGET HMGET HSET HDEL HGETALL DEL PEXPIRE).
+the emulation has (GET SET HGET HMGET HSET HDEL HGETALL HKEYS DEL PEXPIRE).
 
 Key layout (P = prefix, S = source "topic:partition", K = "rule|entity"):
   P:lc:K          string "<version> <state JSON>", expires state_ttl after its last write
   P:lcf:S         string: highest offset whose lifecycle steps are applied (the fence)
-  P:lcm:S         hash "<offset>" -> JSON array of the records that offset produced;
-                  "_lo" = lowest offset that may still have a field
+  P:lcm:S         hash "<offset>" -> JSON array of the records that offset produced; fields
+                  below the committed offset are dropped at every commit
   P:lco           hash K -> due time (ms, event time) of an open incident: it resolves if
                   no signal arrives by then. Small: one field per open incident.
   P:silence       hash K -> "<until wall ms> <reason>": a silence mutes paging for K until
@@ -40,6 +40,7 @@ Protocol (ARGV only, replies are arrays of strings):
 ]]
 
 local call = redis.call
+local unpack = unpack or table.unpack
 local op = ARGV[1]
 local P = ARGV[2]
 
@@ -128,16 +129,21 @@ if op == 'commit' then
   for i = 0, m - 1 do
     call('HSET', memo, ARGV[mbase + 2 + i * 2], ARGV[mbase + 3 + i * 2])
   end
-  -- prune memo entries below the committed offset (each offset is examined once)
-  local lo = tonumber(call('HGET', memo, '_lo') or '-1')
-  if lo < 0 and m > 0 then lo = tonumber(ARGV[mbase + 2]) end
-  if lo >= 0 and committed > lo then
-    local stop = committed
-    if stop - lo > 20000 then stop = lo + 20000 end
-    for o = lo, stop - 1 do call('HDEL', memo, fint(o)) end
-    lo = stop
+  -- prune memo entries below the committed offset. The hash holds only the offsets that
+  -- produced records since the commit before (a handful: incidents are rare), so its fields
+  -- are read; walking every offset from the last prune cost one HDEL per input mention.
+  -- ("_lo", the walk's position in earlier versions, goes too.)
+  local old = {}
+  for _, f in ipairs(call('HKEYS', memo)) do
+    local o = tonumber(f)
+    if not o or o < committed then old[#old + 1] = f end
   end
-  if lo >= 0 then call('HSET', memo, '_lo', fint(lo)) end
+  local i = 1
+  while i <= #old do
+    local j = math.min(i + 3999, #old)
+    call('HDEL', memo, unpack(old, i, j))
+    i = j + 1
+  end
   call('PEXPIRE', memo, fint(memo_ttl))
   local fkey = P .. ':lcf:' .. S
   local cur = tonumber(call('GET', fkey) or '-1')
