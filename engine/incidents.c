@@ -37,13 +37,14 @@ void fp_outvec_free(fp_outvec_t *v) {
   v->cap = 0;
 }
 
-fp_err_t fp_outvec_add(fp_outvec_t *v, int64_t offset, const char *topic, const char *key,
-                       const char *payload, size_t len) {
+/* Appends a copy of the record's strings; status and severity are left empty. */
+static fp_outrec_t *outvec_push(fp_outvec_t *v, int64_t offset, const char *topic, const char *key,
+                                const char *payload, size_t len) {
   fp_outrec_t *r;
   if (v->n == v->cap) {
     size_t cap = v->cap ? v->cap * 2 : 16;
     fp_outrec_t *p = realloc(v->recs, cap * sizeof(*p));
-    if (!p) return FP_ERR_NOMEM;
+    if (!p) return NULL;
     v->recs = p;
     v->cap = cap;
   }
@@ -54,12 +55,20 @@ fp_err_t fp_outvec_add(fp_outvec_t *v, int64_t offset, const char *topic, const 
   r->payload = malloc(len + 1);
   if (!r->topic || (key && !r->key) || !r->payload) {
     free(r->topic), free(r->key), free(r->payload);
-    return FP_ERR_NOMEM;
+    return NULL;
   }
   memcpy(r->payload, payload, len);
   r->payload[len] = '\0';
   r->len = len;
   r->status[0] = r->severity[0] = '\0';
+  v->n++;
+  return r;
+}
+
+fp_err_t fp_outvec_add(fp_outvec_t *v, int64_t offset, const char *topic, const char *key,
+                       const char *payload, size_t len) {
+  fp_outrec_t *r = outvec_push(v, offset, topic, key, payload, len);
+  if (!r) return FP_ERR_NOMEM;
   {
     /* status and severity for metrics: read back from the event itself */
     json_error_t jerr;
@@ -70,7 +79,14 @@ fp_err_t fp_outvec_add(fp_outvec_t *v, int64_t offset, const char *topic, const 
     snprintf(r->severity, sizeof(r->severity), "%s", sv ? sv : "none");
     json_decref(ev);
   }
-  v->n++;
+  return FP_OK;
+}
+
+fp_err_t fp_outvec_copy(fp_outvec_t *v, const fp_outrec_t *rec) {
+  fp_outrec_t *r = outvec_push(v, rec->offset, rec->topic, rec->key, rec->payload, rec->len);
+  if (!r) return FP_ERR_NOMEM;
+  memcpy(r->status, rec->status, sizeof(r->status));
+  memcpy(r->severity, rec->severity, sizeof(r->severity));
   return FP_OK;
 }
 

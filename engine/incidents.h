@@ -33,6 +33,8 @@ void fp_outvec_reset(fp_outvec_t *v);
 void fp_outvec_free(fp_outvec_t *v);
 fp_err_t fp_outvec_add(fp_outvec_t *v, int64_t offset, const char *topic, const char *key,
                        const char *payload, size_t len);
+/** Appends a copy of @p rec (borrowed), its status and severity included. */
+fp_err_t fp_outvec_copy(fp_outvec_t *v, const fp_outrec_t *rec);
 
 /** Finds a loaded rule by id (for sweeps); NULL when it is not loaded. */
 typedef const fp_rule_info_t *(*fp_rule_lookup_fn)(void *arg, const char *rule_id);

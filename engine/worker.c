@@ -370,10 +370,8 @@ static fp_pending_t *pending_add(fp_worker_t *w, fp_part_t *p, size_t k, const f
     free(pd->nodes);
     return NULL;
   }
-  for (size_t i = 0; i < po->events->n; i++) {
-    const fp_outrec_t *r = &po->events->recs[i];
-    if (fp_outvec_add(&pd->events, r->offset, r->topic, r->key, r->payload, r->len) != FP_OK) goto nomem;
-  }
+  for (size_t i = 0; i < po->events->n; i++)
+    if (fp_outvec_copy(&pd->events, &po->events->recs[i]) != FP_OK) goto nomem;
   for (size_t i = 0; i < k; i++) {
     pd->nodes[i] = b->nodes[i];
     b->nodes[i] = NULL;
