@@ -391,7 +391,7 @@ void fp_engine_stats(fp_engine_t *e, fp_stats_t *out) {
   LOAD(mentions_in); LOAD(mentions_decoded); LOAD(dead_lettered); LOAD(late);
   LOAD(duplicates_fenced); LOAD(rule_evals); LOAD(rule_errors); LOAD(incidents);
   LOAD(offsets_stored); LOAD(redis_roundtrips); LOAD(redis_errors);
-  LOAD(txn_commits); LOAD(txn_aborts); LOAD(redelivered);
+  LOAD(txn_commits); LOAD(txn_aborts); LOAD(redelivered); LOAD(outputs_failed);
 #undef LOAD
 }
 

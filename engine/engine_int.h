@@ -82,7 +82,7 @@ typedef struct fp_worker_s {
 typedef struct fp_engine_stats_s {
   _Atomic uint64_t mentions_in, mentions_decoded, dead_lettered, late, duplicates_fenced,
       rule_evals, rule_errors, incidents, offsets_stored, redis_roundtrips, redis_errors,
-      txn_commits, txn_aborts, redelivered;
+      txn_commits, txn_aborts, redelivered, outputs_failed;
 } fp_engine_stats_t;
 
 struct fp_engine_s {

@@ -88,6 +88,9 @@ fp_err_t fp_http_render_metrics(fp_engine_t *e, fp_http_t *h, fp_buf_t *out) {
           s.redis_roundtrips);
   counter(out, "flashpoint_redis_errors_total", "Failed state-store round trips (each retried).",
           s.redis_errors);
+  counter(out, "flashpoint_output_failures_total",
+          "Incident events and dead letters Kafka did not acknowledge (the run was emitted again).",
+          s.outputs_failed);
 
   if (fp_metrics_render(e->metrics, out) != FP_OK) return FP_ERR_NOMEM;
 

@@ -431,6 +431,7 @@ static int finish_pending(fp_worker_t *w, fp_pending_t *pd, int acked) {
     fp_ack_init(&ack);
     err = emit_pending(w, pd, &ack);
     ack_wait(&ack);
+    atomic_fetch_add(&e->stats.outputs_failed, (uint64_t)ack.failed);
     if (!err && ack.failed) {
       fp_log(FP_LOG_WARN, "engine", "%s: %lld output(s) not acknowledged: %s", p->source,
              (long long)ack.failed, rd_kafka_err2str(ack.first_err));
@@ -501,6 +502,7 @@ static void finish_round(fp_worker_t *w) {
   ack_wait(&b->ack);
   pthread_mutex_lock(&b->ack.mu);
   failed = b->ack.failed > 0;
+  atomic_fetch_add(&w->e->stats.outputs_failed, (uint64_t)b->ack.failed);
   if (failed)
     fp_log(FP_LOG_WARN, "engine", "worker %d: %lld output(s) not acknowledged: %s; emitting the round's again",
            w->idx, (long long)b->ack.failed, rd_kafka_err2str(b->ack.first_err));

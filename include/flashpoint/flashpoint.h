@@ -139,6 +139,7 @@ typedef struct fp_stats_s {
   uint64_t txn_commits;       /**< exactly-once: transactions committed */
   uint64_t txn_aborts;        /**< exactly-once: transactions aborted (then rewound) */
   uint64_t redelivered;       /**< messages the consumer delivered twice in one assignment, dropped */
+  uint64_t outputs_failed;    /**< at-least-once: outputs Kafka did not acknowledge (each emitted again) */
 } fp_stats_t;
 
 /**

@@ -110,6 +110,8 @@ static const fx_row_t rows[] = {
      0, 0, 0, 0, fx_k7_setup, fx_k7_inject, NULL, fx_k7_clear, NULL},
     {MOCK("K8", "mock: COORDINATOR_LOAD_IN_PROGRESS on commit/join/fetch + a rejoin", 0, 6000, 1),
      0, 0, 0, 0, NULL, NULL, fx_k8_tick, fx_k8_clear, NULL},
+    {MOCK("K9", "mock: output topics' broker fails Produce permanently (TOPIC_AUTHORIZATION_FAILED) for 6 s", 1, 6000, 1),
+     0, 0, 0, 0, fx_k9_setup, NULL, fx_k9_tick, NULL, NULL},
     /* hostile input: param = kind (hostile.c) */
 #define INPUT(id, what, ci, kind) \
   {id, what, FX_INPUT, 0, ci, 6000, 6000, 12, 100, 0, 0, 1, 0, 0, kind, kind, NULL, NULL, NULL, NULL, NULL}
@@ -514,6 +516,14 @@ static void run_row(void) {
               bad_rule_ids[ctx->param], errors, quar);
     fx_note(ctx, "%s: /metrics %.0f errors, %.0f quarantines; log: quarantined in %d worker(s)", bad_rule_ids[ctx->param],
             errors, quar, logged);
+  }
+  if (row->setup == fx_k9_setup && ctx->engine) {
+    /* the fault must have reached the engine's emit-again path, not been retried inside librdkafka */
+    double failed = metric(ctx->engine, "flashpoint_output_failures_total");
+    int logged = fpe_log_count(ctx->engine, "not acknowledged");
+    FPT_CHECK(failed >= 1 && logged >= 1, "failed delivery reports were counted (%.0f in /metrics) and the outputs emitted again (%d log lines)",
+              failed, logged);
+    fx_note(ctx, "%.0f output(s) not acknowledged, emitted again (%d log lines)", failed, logged);
   }
   if (ctx->engine) {
     int rc;

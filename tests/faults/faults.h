@@ -139,6 +139,8 @@ void fx_k7_inject(fx_ctx_t *ctx);
 void fx_k7_clear(fx_ctx_t *ctx);
 int fx_k8_tick(fx_ctx_t *ctx);
 void fx_k8_clear(fx_ctx_t *ctx);
+void fx_k9_setup(fx_ctx_t *ctx);
+int fx_k9_tick(fx_ctx_t *ctx);
 
 /* inject.c: the mock cluster host */
 /** Starts faults_mockhost, reads its bootstrap servers. @returns 0 or -1 (recorded). */

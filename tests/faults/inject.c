@@ -291,6 +291,25 @@ int fx_k8_tick(fx_ctx_t *ctx) {
   fx_mock_cmd(ctx, "err %d %d 1", API_HEARTBEAT, RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS);
   return 0;
 }
+/* K9: the engine's output and dead-letter topics lead on broker 3 alone (the input on 1 and 2,
+ * the group on 1, the reference's outputs on 2), and broker 3 answers Produce with a
+ * permanent error: librdkafka does not retry it, so the delivery reports fail and the
+ * worker must emit the round's outputs again before it stores their offsets. Each turn of
+ * the row's loop (300 ms) tops broker 3 up to one queued error, so for 6 s its Produce
+ * requests keep failing; nothing to clear: at most one error is left for the next request. */
+void fx_k9_setup(fx_ctx_t *ctx) {
+  fx_mock_cmd(ctx, "coord group %s 1", ctx->env.group);
+  for (int p = 0; p < FX_NPARTS; p++) fx_mock_cmd(ctx, "leader %s %d %d", ctx->env.in, p, 1 + p % 2);
+  fx_mock_cmd(ctx, "leader %s 0 3", ctx->env.out);
+  fx_mock_cmd(ctx, "leader %s 0 3", ctx->env.dlq);
+  fx_mock_cmd(ctx, "leader %s 0 2", ctx->ref.out);
+  fx_mock_cmd(ctx, "leader %s 0 2", ctx->ref.dlq);
+}
+int fx_k9_tick(fx_ctx_t *ctx) {
+  fx_mock_cmd(ctx, "berr 3 %d %d 1", API_PRODUCE, RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED);
+  return 0;
+}
+
 void fx_k8_clear(fx_ctx_t *ctx) {
   static const int apis[] = {API_OFFSET_COMMIT, API_FIND_COORDINATOR, API_JOIN_GROUP, API_OFFSET_FETCH, API_HEARTBEAT};
   for (size_t i = 0; i < sizeof(apis) / sizeof(apis[0]); i++) fx_mock_cmd(ctx, "clear %d", apis[i]);

@@ -16,7 +16,11 @@
  *     rtt BROKER MS                  round-trip delay of a broker's responses; -1 = all
  *     err APIKEY CODE CNT            the next CNT requests of APIKEY fail with CODE (numeric
  *                                    rd_kafka_resp_err_t; -195 = _TRANSPORT: disconnect)
- *     clear APIKEY                   drops the errors still pushed for APIKEY
+ *     clear APIKEY                   drops the errors still pushed for APIKEY (cluster-wide ones)
+ *     berr BROKER APIKEY CODE CNT    tops BROKER's own error stack for APIKEY up to CNT errors of
+ *                                    CODE: its next requests of APIKEY fail, the other brokers' and
+ *                                    its other requests do not (sent every tick, it keeps a broker
+ *                                    failing for a time, with at most CNT errors left at the end)
  *     coord group|transaction KEY BROKER   sets the coordinator of a group or transactional id
  *     quit                           destroys the cluster and exits 0 (so does EOF on stdin)
  *
@@ -50,8 +54,8 @@ static int parse_long(const char *s, long *out) {
 static int command(rd_kafka_mock_cluster_t *mc, char *line) {
   char *save = NULL, *verb = strtok_r(line, " \t\r\n", &save);
   char *a1 = strtok_r(NULL, " \t\r\n", &save), *a2 = strtok_r(NULL, " \t\r\n", &save);
-  char *a3 = strtok_r(NULL, " \t\r\n", &save);
-  long n1 = 0, n2 = 0, n3 = 0;
+  char *a3 = strtok_r(NULL, " \t\r\n", &save), *a4 = strtok_r(NULL, " \t\r\n", &save);
+  long n1 = 0, n2 = 0, n3 = 0, n4 = 0;
   rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
 
   if (!verb) {
@@ -81,6 +85,13 @@ static int command(rd_kafka_mock_cluster_t *mc, char *line) {
     for (long i = 0; i < n3; i++) codes[i] = (rd_kafka_resp_err_t)n2;
     rd_kafka_mock_push_request_errors_array(mc, (int16_t)n1, (size_t)n3, codes);
     free(codes);
+  } else if (strcmp(verb, "berr") == 0 && parse_long(a1, &n1) == 0 && parse_long(a2, &n2) == 0 &&
+             parse_long(a3, &n3) == 0 && parse_long(a4, &n4) == 0 && n4 > 0 && n4 <= 10000) {
+    size_t have = 0;
+    err = rd_kafka_mock_broker_error_stack_cnt(mc, (int32_t)n1, (int16_t)n2, &have);
+    for (; !err && (long)have < n4; have++) /* one (code, rtt 0) pair per call */
+      err = rd_kafka_mock_broker_push_request_error_rtts(mc, (int32_t)n1, (int16_t)n2, 1,
+                                                         (rd_kafka_resp_err_t)n3, 0);
   } else if (strcmp(verb, "clear") == 0 && parse_long(a1, &n1) == 0) {
     rd_kafka_mock_clear_request_errors(mc, (int16_t)n1);
   } else if (strcmp(verb, "coord") == 0 && a1 && a2 && parse_long(a3, &n3) == 0) {
