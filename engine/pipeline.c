@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "jarena.h"
 #include "lifecycle.h"
 #include "log.h"
 #include "mapping.h"
@@ -51,6 +52,7 @@ struct fp_pipeline_s {
   fp_outvec_t events;
   fp_mapping_set_t *maps; /* schema mappings per input topic, NULL for none */
   fp_buf_t mapped;        /* the current input after mapping */
+  fp_jarena_t *arena;     /* the run's mention documents (jarena.h); rewound by release_inputs */
   char topic[256];        /* the run's topic: its source without ":partition" */
 };
 
@@ -108,7 +110,8 @@ fp_pipeline_t *fp_pipeline_new(const fp_conf_t *conf, const fp_rules_limits_t *l
   p->lcp.hold_ms = conf->incident_hold_ms;
   p->lcp.grace_ms = conf->incident_grace_ms;
   p->lcp.samples = (size_t)conf->incident_samples;
-  if (!(p->rules_dir = strdup(conf->rules_dir)) || !(p->output_topic = strdup(conf->output_topic))) {
+  if (!(p->rules_dir = strdup(conf->rules_dir)) || !(p->output_topic = strdup(conf->output_topic)) ||
+      !(p->arena = fp_jarena_new())) {
     fp_seterr(errstr, es, FP_ERR_NOMEM, "out of memory");
     goto err;
   }
@@ -126,24 +129,27 @@ err:
   return NULL;
 }
 
-/* Releases the per-input documents and Lua tables of the last run. */
-static void release_inputs(fp_pipeline_t *p, size_t n) {
-  for (size_t i = 0; i < n; i++) {
+/* Releases the per-input documents and Lua tables of the last run, then rewinds the arena
+ * they were decoded in: mentions[] holds every document of it (nothing else is decoded there). */
+static void release_inputs(fp_pipeline_t *p) {
+  for (size_t i = 0; i < p->cap; i++) {
     if (p->mrefs[i]) fp_rules_release(p->rules, p->mrefs[i]);
     p->mrefs[i] = 0;
     fp_mention_clear(&p->mentions[i]);
   }
+  if (p->arena) fp_jarena_reset(p->arena);
 }
 
 void fp_pipeline_destroy(fp_pipeline_t *p) {
   if (!p) return;
-  release_inputs(p, p->cap);
+  release_inputs(p);
   free(p->mentions), free(p->mrefs), free(p->status), free(p->reason), free(p->offsets);
   free(p->hits), free(p->hit_in), free(p->sigs);
   fp_opvec_free(&p->ops);
   fp_outvec_free(&p->events);
   fp_mapping_set_destroy(p->maps);
   fp_buf_free(&p->mapped);
+  fp_jarena_destroy(p->arena);
   free(p->rule_metrics), free(p->seen_failures), free(p->seen_quarantined);
   fp_rules_destroy(p->rules);
   fp_store_destroy(p->store);
@@ -160,7 +166,7 @@ fp_err_t fp_pipeline_reload(fp_pipeline_t *p, char *errstr, size_t es) {
   for (size_t i = 0; p->metrics && i < fp_rules_count(old); i++)
     if (fp_rules_info(old, i)->quarantined)
       fp_metrics_rule_unquarantined(fp_metrics_rule(p->metrics, fp_rules_info(old, i)->id));
-  release_inputs(p, p->cap); /* the last run's mention handles belong to the old Lua state */
+  release_inputs(p); /* the last run's mention handles belong to the old Lua state */
   p->rules = n;
   if (bind_rule_metrics(p) != FP_OK) {
     p->rules = old;
@@ -226,7 +232,7 @@ fp_err_t fp_pipeline_run(fp_pipeline_t *p, const char *source, int64_t *watermar
   memset(out, 0, sizeof(*out));
   memset(&res, 0, sizeof(res));
   if (n == 0) return FP_OK;
-  release_inputs(p, p->cap);
+  release_inputs(p);
   if (inputs_reserve(p, n) != FP_OK) return fp_seterr(errstr, es, FP_ERR_NOMEM, "out of memory");
   fp_opvec_reset(&p->ops);
   fp_outvec_reset(&p->events);
@@ -258,7 +264,9 @@ fp_err_t fp_pipeline_run(fp_pipeline_t *p, const char *source, int64_t *watermar
       payload = p->mapped.data;
       len = p->mapped.len;
     }
+    fp_jarena_t *prev = fp_jarena_enter(p->arena);
     p->status[i] = fp_mention_decode(payload, len, p->max_bytes, m, p->reason[i], sizeof(p->reason[i]));
+    fp_jarena_leave(prev);
     if (p->status[i] != FP_OK) continue;
     out->decoded++;
     if (wm != INT64_MIN && m->created_at_ms < wm - p->lateness_ms) {
