@@ -96,9 +96,11 @@ static void *j_malloc(size_t n) {
 }
 
 static void j_free(void *p) {
-  if (((uintptr_t)p & 15) == 8) return; /* an arena block: freed by fp_jarena_reset */
+  if (fp_jarena_owns(p)) return; /* freed by fp_jarena_reset */
   free(p);
 }
+
+int fp_jarena_owns(const void *p) { return ((uintptr_t)p & 15) == 8; }
 
 __attribute__((constructor)) static void jarena_install(void) { json_set_alloc_funcs(j_malloc, j_free); }
 

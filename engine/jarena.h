@@ -17,7 +17,9 @@
  * that outlives it. The pipeline keeps it: mention documents live from decode to
  * release_inputs(), the Lua views of them are invalidated at release, and everything that
  * outlives a run (incident state, samples, events) is copied out as C strings or new
- * documents made outside the arena. Builds with AddressSanitizer never enter an arena,
+ * documents made outside the arena. And a document made in an arena is arena memory
+ * throughout: nothing adds a heap value to it afterwards, so releasing it need not walk it
+ * (fp_mention_clear drops it; the reset frees it). Builds with AddressSanitizer never enter an arena,
  * so that ASan checks those lifetimes on the heap path.
  */
 #ifndef FP_JARENA_H
@@ -42,6 +44,9 @@ void fp_jarena_leave(fp_jarena_t *prev);
  *  few MB of chunks for the next run and frees the rest (a run of huge mentions does not
  *  keep its memory). */
 void fp_jarena_reset(fp_jarena_t *a);
+
+/** 1 if @p p (any jansson value, or NULL) is an arena block, 0 for the heap or NULL. */
+int fp_jarena_owns(const void *p);
 
 /** Bytes handed out since the last reset (for tests and benchmarks). */
 size_t fp_jarena_used(const fp_jarena_t *a);

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "jarena.h"
 #include "util.h"
 
 /* Mentions older than this or further in the future than FP_MAX_FUTURE_MS are rejected:
@@ -203,6 +204,8 @@ fail:
 
 void fp_mention_clear(fp_mention_t *m) {
   if (!m) return;
-  json_decref(m->doc);
+  /* decoded in an arena (jarena.h): the document is arena memory throughout, and the
+   * arena's reset frees it; walking it to free nothing cost 6% of a worker's CPU */
+  if (!fp_jarena_owns(m->doc)) json_decref(m->doc);
   memset(m, 0, sizeof(*m));
 }
