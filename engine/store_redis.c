@@ -27,6 +27,7 @@
 #include "util.h"
 
 #define FP_REDIS_MAX_SCRIPTS 4
+#define FP_REDIS_HLL_SPARSE_ADVISED 12000 /* bytes: see advise_hll */
 
 typedef struct fp_store_redis_s {
   fp_store_t base; /* first: the store is cast from and to this */
@@ -128,6 +129,31 @@ static fp_err_t command(fp_store_redis_t *r, int argc, const char **argv, const 
   return FP_OK;
 }
 
+/* DISTINCT windows count after every add (store_windows.lua). On a HyperLogLog of a few
+ * thousand members Redis's dense form costs two to four times the sparse one per count
+ * (PFCOUNT rebuilds its register histogram), and Redis turns a key dense past
+ * hll-sparse-max-bytes, 3000 by default: say so, once per process. Advice only: a server
+ * that refuses CONFIG (managed services often rename it) is left alone. @returns an error
+ * only if the connection failed. */
+static fp_err_t advise_hll(fp_store_redis_t *r, char *errstr, size_t errstr_size) {
+  const char *av[3] = {"CONFIG", "GET", "hll-sparse-max-bytes"};
+  size_t al[3] = {6, 3, 20};
+  redisReply *rep = NULL;
+  fp_err_t err = command(r, 3, av, al, &rep, errstr, errstr_size);
+  if (!rep) return err; /* I/O: the connection is gone */
+  if (!err && rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 &&
+      rep->element[1]->type == REDIS_REPLY_STRING) {
+    long v = strtol(rep->element[1]->str, NULL, 10);
+    if (v < FP_REDIS_HLL_SPARSE_ADVISED)
+      fp_log_once(FP_LOG_INFO, "store",
+                  "redis %s:%d has hll-sparse-max-bytes %ld: %d makes DISTINCT windows of "
+                  "thousands of members cheaper for Redis (docs/operations.md)",
+                  r->host, r->port, v, FP_REDIS_HLL_SPARSE_ADVISED);
+  }
+  freeReplyObject(rep);
+  return FP_OK;
+}
+
 static fp_err_t connect_now(fp_store_redis_t *r, char *errstr, size_t errstr_size) {
   redisReply *rep = NULL;
   fp_err_t err;
@@ -163,6 +189,7 @@ static fp_err_t connect_now(fp_store_redis_t *r, char *errstr, size_t errstr_siz
     if ((err = command(r, 2, av, al, &rep, errstr, errstr_size))) goto err;
     freeReplyObject(rep);
   }
+  if ((err = advise_hll(r, errstr, errstr_size))) goto err;
   return FP_OK;
 err:
   if (rep) freeReplyObject(rep);

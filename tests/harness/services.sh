@@ -222,6 +222,7 @@ redis_spawn() {
 	rm -f "$d/redis.pid"
 	redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$d" \
 		--appendonly yes --appendfsync always --save "" \
+		--hll-sparse-max-bytes 12000 \
 		--enable-debug-command local --daemonize yes \
 		--pidfile "$d/redis.pid" --logfile "$d/redis.log" </dev/null >>"$d/redis.log" 2>&1 ||
 		{ tail_log "$d/redis.log"; die "redis-server failed to start"; }
