@@ -249,14 +249,17 @@ class Bench:
     def latency(self, peak):
         secs = 3 if self.smoke else 30
         # 20%: where a paced engine is today, next to the goal's 50% and the 90% of peak
-        for frac in ((0.5,) if self.smoke else (0.2, 0.5, 0.9)):
+        # the goal's 50% three times: one paced run's p99 swings by 2x on a shared machine
+        # (an AOF rewrite, another tenant), so the goal is judged on the median of three
+        plan = [(0.5, "")] if self.smoke else [(0.2, ""), (0.5, ""), (0.5, "b"), (0.5, "c"), (0.9, "")]
+        for frac, rep in plan:
             rate = max(peak * frac, 100)
-            rows, lat, prodr = self.paced(f"lat{int(frac * 100)}", [(rate, secs)], 60)
+            rows, lat, prodr = self.paced(f"lat{int(frac * 100)}{rep}", [(rate, secs)], 60)
             lag = max(r["end"] - r["committed"] for r in rows)
             r = {"target_rate": round(rate), "achieved_send_rate": prodr.get("rate"), "secs": secs,
                  "max_lag": int(lag), **lat}
-            self.R["runs"][f"latency{int(frac * 100)}"] = r
-            log("latency", frac, json.dumps(r))
+            self.R["runs"][f"latency{int(frac * 100)}{rep}"] = r
+            log("latency", frac, rep, json.dumps(r))
 
     def burst(self, peak):
         base = max(peak * 0.15, 100)
@@ -530,13 +533,16 @@ def report(R, path, smoke, elapsed):
     py = runs.get("peer_python", {})
     qx = runs.get("peer_quix", {})
     base_for_peer = runs.get("main_peerset", runs["main_short"])
-    l50 = runs.get("latency50", {})
+    l50s = [runs[k] for k in ("latency50", "latency50b", "latency50c") if runs.get(k, {}).get("p99_ms") is not None]
+    l50s.sort(key=lambda r: r["p99_ms"])
+    l50 = l50s[len(l50s) // 2] if l50s else {}
     w("| goal | target | measured | |")
     w("|---|---|---|---|")
     w(f"| end to end, example pack, Redis windows, at-least-once | >= 100,000 mentions/s | "
       f"{m['rate']:,} mentions/s ({m['rate'] / cores:,.0f} per core) | {'met' if m['rate'] >= 100000 else 'NOT met'} |")
     w(f"| p99 mention-to-incident latency at 50% of peak | < 250 ms | {l50.get('p99_ms')} ms "
-      f"(p50 {l50.get('p50_ms')} ms, {l50.get('samples')} incidents) | "
+      f"(median of {len(l50s)} runs: {', '.join(str(r['p99_ms']) for r in l50s)} ms; its p50 {l50.get('p50_ms')} ms, "
+      f"{l50.get('samples')} incidents) | "
       f"{'met' if l50.get('p99_ms') is not None and 0 <= l50['p99_ms'] < 250 else 'NOT met'} |")
     if py.get("rate"):
         ratio = base_for_peer["rate"] / py["rate"]
@@ -607,10 +613,10 @@ def report(R, path, smoke, elapsed):
     w("")
     w("| load | target rate | achieved send rate | incident events | p50 ms | p90 ms | p99 ms | max ms | max lag (msgs) |")
     w("|---|---|---|---|---|---|---|---|---|")
-    for k in ("latency20", "latency50", "latency90"):
+    for k in ("latency20", "latency50", "latency50b", "latency50c", "latency90"):
         r = runs.get(k)
         if r:
-            w(f"| {k[7:]}% of peak | {r['target_rate']:,}/s for {r['secs']} s | {r['achieved_send_rate']} | {r['samples']} | "
+            w(f"| {k[7:9]}% of peak{' (again)' if len(k) > 9 else ''} | {r['target_rate']:,}/s for {r['secs']} s | {r['achieved_send_rate']} | {r['samples']} | "
               f"{r['p50_ms']} | {r['p90_ms']} | {r['p99_ms']} | {r['max_ms']} | {r['max_lag']:,} |")
     w("")
     w("A paced engine works in runs of what is queued per partition, and the store pays per window "
@@ -772,8 +778,9 @@ def main():
     if a.latency_only:
         b.services()
         b.latency(a.latency_only)
-        for k in ("latency20", "latency50", "latency90"):
-            print(json.dumps({"run": k, **(a.set and {"set": a.set} or {}), **b.R["runs"][k]}), flush=True)
+        for k in ("latency20", "latency50", "latency50b", "latency50c", "latency90"):
+            if k in b.R["runs"]:
+                print(json.dumps({"run": k, **(a.set and {"set": a.set} or {}), **b.R["runs"][k]}), flush=True)
         return 0
     R = b.run()
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
