@@ -137,8 +137,14 @@ static void test_rebuild_after_loss(void) {
       json_error_t jerr;
       json_t *ev = json_loadb(out->recs[i].value, out->recs[i].len, 0, &jerr);
       const char *id = json_string_value(json_object_get(ev, "event_id"));
-      if (id && json_object_get(seen, id)) dups++;
-      else if (id) json_object_set_new(seen, id, json_true());
+      if (id && json_object_get(seen, id)) {
+        /* say which, for the post-mortem of a failure: id, status, output offset */
+        if (dups++ < 5)
+          fprintf(stderr, "duplicate event %s (status %s) at output offset %" PRId64 "\n", id,
+                  json_string_value(json_object_get(ev, "status")), out->recs[i].offset);
+      } else if (id) {
+        json_object_set_new(seen, id, json_true());
+      }
       json_decref(ev);
     }
     FPT_CHECK_EQ_INT(dups, 0);
