@@ -695,15 +695,6 @@ static void *worker_main(void *arg) {
       p = taken[i]->part;
       for (size_t j = i; j < n; j++) {
         if (taken[j] && taken[j]->part == p) {
-          /* a rebuild (check_store_loss) ends a run at the committed offset, as the run
-           * before the loss ended there: the replayed part's sweeps then resolve what was
-           * due by then at an offset whose outputs are held back, not at the end of a run
-           * that also holds new offsets, which would emit those events a second time */
-          int64_t ru = atomic_load(&p->rebuild_until);
-          if (k && ru > 0 && taken[j]->msg->offset >= ru && w->batch->nodes[k - 1]->msg->offset < ru) {
-            process_run(w, p, k);
-            k = 0;
-          }
           w->batch->nodes[k++] = taken[j];
           taken[j] = NULL;
           if (k == max) { /* a run is at most batch.size: one round trip */
