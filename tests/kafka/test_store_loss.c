@@ -2,7 +2,8 @@
  * kafka tier: Redis loses its data (every key of the engine's prefix deleted while the engine
  * is down). On restart the engine notices that the store's fence is behind the committed
  * offsets, seeks back by store.rebuild of Kafka time and replays: the windows are rebuilt
- * exactly, and nothing that was already emitted is emitted again.
+ * exactly, and nothing that was already emitted is emitted again, except the byte-identical
+ * resolved/postmortem events of a sweep that docs/delivery.md allows.
  */
 #include <inttypes.h>
 #include <signal.h>
@@ -128,26 +129,36 @@ static void test_rebuild_after_loss(void) {
 
   /* windows exact again: every ALARM counted once (the 1h window holds the whole stream) */
   for (int b = 0; b < 8; b++) FPT_CHECK_EQ_INT(window_total(c, b), alarms[b]);
-  /* nothing emitted twice: every event id once */
+  /* nothing emitted twice, but what docs/delivery.md allows: an incident a sweep had resolved
+   * may have its resolved/postmortem events produced again, byte-identical (a sweep's events
+   * belong to the run that found them due, which in the replay can end past the committed
+   * offset). Any other repeat, or a repeat that differs, fails. */
   out = fpt_consume_all(out_topic, FPT_READ_COMMITTED, 30000);
   {
-    json_t *seen = json_object();
-    int dups = 0;
+    json_t *seen = json_object(); /* event id -> its first record's bytes */
+    int dups = 0, allowed = 0;
     for (size_t i = 0; out && i < out->n; i++) {
       json_error_t jerr;
-      json_t *ev = json_loadb(out->recs[i].value, out->recs[i].len, 0, &jerr);
+      json_t *ev = json_loadb(out->recs[i].value, out->recs[i].len, 0, &jerr), *first;
       const char *id = json_string_value(json_object_get(ev, "event_id"));
-      if (id && json_object_get(seen, id)) {
-        /* say which, for the post-mortem of a failure: id, status, output offset */
-        if (dups++ < 5)
-          fprintf(stderr, "duplicate event %s (status %s) at output offset %" PRId64 "\n", id,
-                  json_string_value(json_object_get(ev, "status")), out->recs[i].offset);
+      const char *status = json_string_value(json_object_get(ev, "status"));
+      if (id && (first = json_object_get(seen, id))) {
+        int same = json_string_length(first) == out->recs[i].len &&
+                   memcmp(json_string_value(first), out->recs[i].value, out->recs[i].len) == 0;
+        int swept = status && (strcmp(status, "resolved") == 0 || strcmp(status, "postmortem") == 0);
+        if (same && swept) {
+          allowed++;
+        } else if (dups++ < 5) { /* say which, for the post-mortem of a failure */
+          fprintf(stderr, "duplicate event %s (status %s, %s) at output offset %" PRId64 "\n", id,
+                  status ? status : "?", same ? "byte-identical" : "differs", out->recs[i].offset);
+        }
       } else if (id) {
-        json_object_set_new(seen, id, json_true());
+        json_object_set_new(seen, id, json_stringn(out->recs[i].value, out->recs[i].len));
       }
       json_decref(ev);
     }
     FPT_CHECK_EQ_INT(dups, 0);
+    if (allowed) fprintf(stderr, "note: %d swept resolved/postmortem event(s) produced again, byte-identical\n", allowed);
     FPT_CHECK(out && out->n >= before, "events after the rebuild (%zu, %zu before)", out ? out->n : 0, before);
     json_decref(seen);
   }
