@@ -69,52 +69,54 @@ static const char *const bad_rule_ids[] = {"bad.loop", "bad.pcall-loop", "bad.me
 #define MOCK(id, what, ci, hold, during) \
   id, what, FX_STREAM, 1, ci, 8000, 8000, 20, 300, 6, hold, during
 
+static void fx_k9_check(fx_ctx_t *ctx);
+
 static const fx_row_t rows[] = {
     /* the engine itself */
     {STREAM("E1", "engine SIGKILL at random points, restarted (x20; --ci x4)", 1, 40000, 12000, 160, 750, 2, 600000, 1),
-     0, 0, 20, 4, NULL, fx_e1_inject, fx_e1_tick, NULL, NULL},
+     0, 0, 20, 4, NULL, fx_e1_inject, fx_e1_tick, NULL, NULL, NULL},
     {STREAM("E2", "engine SIGTERM and restart (x3): graceful, no duplicate", 0, 20000, 10000, 80, 250, 4, 600000, 1),
-     0, 1, 3, 3, NULL, fx_e2_inject, fx_e2_tick, NULL, NULL},
+     0, 1, 3, 3, NULL, fx_e2_inject, fx_e2_tick, NULL, NULL, NULL},
     /* Redis */
     {STREAM("R1", "Redis killed (kill -9) for 5 s, restarted on its AOF", 1, 20000, 10000, 40, 250, 10, 5000, 1),
-     0, 0, 0, 0, NULL, fx_r1_inject, NULL, fx_r1_clear, NULL},
+     0, 0, 0, 0, NULL, fx_r1_inject, NULL, fx_r1_clear, NULL, NULL},
     {STREAM("R2", "Redis emptied (FLUSHALL) while the engine is stopped, restart", 0, 20000, 10000, 40, 250, 15, 0, 1),
-     0, 0, 0, 0, NULL, fx_r2_inject, NULL, NULL, NULL},
+     0, 0, 0, 0, NULL, fx_r2_inject, NULL, NULL, NULL, NULL},
     {STREAM("R2b", "Redis emptied (FLUSHALL) while the engine runs", 1, 20000, 10000, 40, 250, 15, 0, 1),
-     0, 0, 0, 0, NULL, fx_r2hot_inject, NULL, NULL, NULL},
+     0, 0, 0, 0, NULL, fx_r2hot_inject, NULL, NULL, NULL, NULL},
     {STREAM("R3", "Redis frozen (SIGSTOP) 10 s, then SIGCONT", 1, 20000, 10000, 40, 250, 10, 10000, 1),
-     0, 0, 0, 0, NULL, fx_r3_inject, NULL, fx_r3_clear, NULL},
+     0, 0, 0, 0, NULL, fx_r3_inject, NULL, fx_r3_clear, NULL, NULL},
     {STREAM("R4", "Redis slow: DEBUG SLEEP 3, three times in 10 s", 0, 20000, 10000, 40, 250, 10, 10000, 1),
-     0, 0, 0, 0, NULL, NULL, fx_r4_tick, fx_r4_clear, NULL},
+     0, 0, 0, 0, NULL, NULL, fx_r4_tick, fx_r4_clear, NULL, NULL},
     {STREAM("R5", "Redis connections killed (CLIENT KILL TYPE normal) every 2 s for 10 s", 0, 20000, 10000, 40, 250, 10, 10000, 1),
-     0, 0, 0, 0, NULL, NULL, fx_r5_tick, NULL, NULL},
+     0, 0, 0, 0, NULL, NULL, fx_r5_tick, NULL, NULL, NULL},
     {STREAM("R6", "Redis OOM (maxmemory 1mb, noeviction) 5 s, then maxmemory 0", 1, 20000, 10000, 40, 250, 10, 5000, 1),
-     1, 0, 0, 0, NULL, fx_r6_inject, NULL, fx_r6_clear, NULL},
+     1, 0, 0, 0, NULL, fx_r6_inject, NULL, fx_r6_clear, NULL, NULL},
     /* the real broker */
     {STREAM("K12", "Kafka broker killed (kill -9) 5 s, restarted", 0, 20000, 10000, 40, 250, 10, 5000, 0),
-     0, 0, 0, 0, NULL, fx_k12_inject, NULL, fx_k12_clear, NULL},
+     0, 0, 0, 0, NULL, fx_k12_inject, NULL, fx_k12_clear, NULL, NULL},
     /* the mock cluster (faults_mockhost) */
     {MOCK("K1", "mock: whole cluster down 10 s under load", 1, 10000, 0),
-     0, 0, 0, 0, NULL, fx_k1_inject, NULL, fx_k1_clear, NULL},
+     0, 0, 0, 0, NULL, fx_k1_inject, NULL, fx_k1_clear, NULL, NULL},
     {MOCK("K2", "mock: every broker 2 s round trip for 20 s", 0, 20000, 1),
-     0, 0, 0, 0, NULL, fx_k2_inject, NULL, fx_k2_clear, NULL},
+     0, 0, 0, 0, NULL, fx_k2_inject, NULL, fx_k2_clear, NULL, NULL},
     {MOCK("K3", "mock: Produce NOT_ENOUGH_REPLICAS x5 every s for 6 s", 0, 6000, 1),
-     0, 0, 0, 0, NULL, NULL, fx_k3_tick, fx_k3_clear, NULL},
+     0, 0, 0, 0, NULL, NULL, fx_k3_tick, fx_k3_clear, NULL, NULL},
     {MOCK("K4", "mock: Produce connection dropped x3 every s for 6 s", 0, 6000, 1),
-     0, 0, 0, 0, NULL, NULL, fx_k4_tick, fx_k4_clear, NULL},
+     0, 0, 0, 0, NULL, NULL, fx_k4_tick, fx_k4_clear, NULL, NULL},
     {MOCK("K5", "mock: OffsetCommit REBALANCE_IN_PROGRESS / ILLEGAL_GENERATION x5 for 6 s", 0, 6000, 1),
-     0, 0, 0, 0, NULL, NULL, fx_k5_tick, fx_k5_clear, NULL},
+     0, 0, 0, 0, NULL, NULL, fx_k5_tick, fx_k5_clear, NULL, NULL},
     {MOCK("K6", "mock: Heartbeat ILLEGAL_GENERATION x5 (assignment lost), twice", 1, 6000, 1),
-     0, 0, 0, 0, NULL, NULL, fx_k6_tick, fx_k6_clear, NULL},
+     0, 0, 0, 0, NULL, NULL, fx_k6_tick, fx_k6_clear, NULL, NULL},
     {MOCK("K7", "mock: group coordinator broker down 10 s", 0, 10000, 1),
-     0, 0, 0, 0, fx_k7_setup, fx_k7_inject, NULL, fx_k7_clear, NULL},
+     0, 0, 0, 0, fx_k7_setup, fx_k7_inject, NULL, fx_k7_clear, NULL, NULL},
     {MOCK("K8", "mock: COORDINATOR_LOAD_IN_PROGRESS on commit/join/fetch + a rejoin", 0, 6000, 1),
-     0, 0, 0, 0, NULL, NULL, fx_k8_tick, fx_k8_clear, NULL},
+     0, 0, 0, 0, NULL, NULL, fx_k8_tick, fx_k8_clear, NULL, NULL},
     {MOCK("K9", "mock: output topics' broker fails Produce permanently (TOPIC_AUTHORIZATION_FAILED) for 6 s", 1, 6000, 1),
-     0, 0, 0, 0, fx_k9_setup, NULL, fx_k9_tick, NULL, NULL},
+     0, 0, 0, 0, fx_k9_setup, NULL, fx_k9_tick, NULL, NULL, fx_k9_check},
     /* hostile input: param = kind (hostile.c) */
 #define INPUT(id, what, ci, kind) \
-  {id, what, FX_INPUT, 0, ci, 6000, 6000, 12, 100, 0, 0, 1, 0, 0, kind, kind, NULL, NULL, NULL, NULL, NULL}
+  {id, what, FX_INPUT, 0, ci, 6000, 6000, 12, 100, 0, 0, 1, 0, 0, kind, kind, NULL, NULL, NULL, NULL, NULL, NULL}
     INPUT("I1", "input: truncated JSON, trailing garbage, not an object", 1, 1),
     INPUT("I2", "input: invalid UTF-8, overlong, lone surrogate", 0, 2),
     INPUT("I3", "input: \\u0000 and raw NUL bytes", 0, 3),
@@ -127,7 +129,7 @@ static const fx_row_t rows[] = {
     INPUT("I10", "input: the same mention twice (upstream duplicate)", 0, 10),
     /* runaway rules: param = index into bad_rules */
 #define RULES(id, what, ci, idx) \
-  {id, what, FX_RULES, 0, ci, 6000, 6000, 12, 100, 0, 0, 1, 0, 0, idx, idx, NULL, NULL, NULL, NULL, NULL}
+  {id, what, FX_RULES, 0, ci, 6000, 6000, 12, 100, 0, 0, 1, 0, 0, idx, idx, NULL, NULL, NULL, NULL, NULL, NULL}
     RULES("L1", "rule: while true do end, next to the counting rules", 1, 0),
     RULES("L2", "rule: pcall-wrapped infinite loop", 0, 1),
     RULES("L3", "rule: string.rep 1 GiB and unbounded table growth", 0, 2),
@@ -431,6 +433,16 @@ static void recount_input(fx_ctx_t *ctx, int64_t total) {
   ctx->sent.bad = bad;
 }
 
+/* K9: the fault must have reached the engine's emit-again path, not been retried inside
+ * librdkafka. */
+static void fx_k9_check(fx_ctx_t *ctx) {
+  double failed = metric(ctx->engine, "flashpoint_output_failures_total");
+  int logged = fpe_log_count(ctx->engine, "not acknowledged");
+  FPT_CHECK(failed >= 1 && logged >= 1, "failed delivery reports were counted (%.0f in /metrics) and the outputs emitted again (%d log lines)",
+            failed, logged);
+  fx_note(ctx, "%.0f output(s) not acknowledged, emitted again (%d log lines)", failed, logged);
+}
+
 static void run_row(void) {
   fx_ctx_t *ctx = &ctx_g;
   const fx_row_t *row = ctx->row;
@@ -517,14 +529,7 @@ static void run_row(void) {
     fx_note(ctx, "%s: /metrics %.0f errors, %.0f quarantines; log: quarantined in %d worker(s)", bad_rule_ids[ctx->param],
             errors, quar, logged);
   }
-  if (row->setup == fx_k9_setup && ctx->engine) {
-    /* the fault must have reached the engine's emit-again path, not been retried inside librdkafka */
-    double failed = metric(ctx->engine, "flashpoint_output_failures_total");
-    int logged = fpe_log_count(ctx->engine, "not acknowledged");
-    FPT_CHECK(failed >= 1 && logged >= 1, "failed delivery reports were counted (%.0f in /metrics) and the outputs emitted again (%d log lines)",
-              failed, logged);
-    fx_note(ctx, "%.0f output(s) not acknowledged, emitted again (%d log lines)", failed, logged);
-  }
+  if (row->check && ctx->engine) row->check(ctx);
   if (ctx->engine) {
     int rc;
     FPT_CHECK_EQ_INT(fpt_proc_signal(ctx->engine, SIGTERM), 0);

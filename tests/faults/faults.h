@@ -63,6 +63,8 @@ typedef struct fx_row_s {
   int (*tick)(fx_ctx_t *);    /**< every loop turn while the fault holds; non-zero: clear now */
   void (*clear)(fx_ctx_t *);  /**< ends the fault; may be NULL */
   const char *const *extra;   /**< more engine settings (NULL-terminated), or NULL */
+  void (*check)(fx_ctx_t *);  /**< after recovery, the engine still running: the row's own
+                                   checks (that the fault reached the path it is for); may be NULL */
 } fx_row_t;
 
 /** The state of the row being run. */
