@@ -154,8 +154,16 @@ static fp_err_t advise_hll(fp_store_redis_t *r, char *errstr, size_t errstr_size
   return FP_OK;
 }
 
-static fp_err_t connect_now(fp_store_redis_t *r, char *errstr, size_t errstr_size) {
+/* Sends a command whose reply only has to be a non-error one, and frees that reply. */
+static fp_err_t simple(fp_store_redis_t *r, int argc, const char **argv, const size_t *lens,
+                       char *errstr, size_t errstr_size) {
   redisReply *rep = NULL;
+  fp_err_t err = command(r, argc, argv, lens, &rep, errstr, errstr_size);
+  freeReplyObject(rep);
+  return err;
+}
+
+static fp_err_t connect_now(fp_store_redis_t *r, char *errstr, size_t errstr_size) {
   fp_err_t err;
 
   r->c = redisConnectWithTimeout(r->host, r->port, tv_ms(r->connect_timeout_ms));
@@ -171,28 +179,26 @@ static fp_err_t connect_now(fp_store_redis_t *r, char *errstr, size_t errstr_siz
   if (r->password && *r->password) {
     const char *av[2] = {"AUTH", r->password};
     size_t al[2] = {4, strlen(r->password)};
-    if ((err = command(r, 2, av, al, &rep, errstr, errstr_size))) goto err;
-    freeReplyObject(rep);
+    if ((err = simple(r, 2, av, al, errstr, errstr_size))) goto err;
   } else {
     /* a server that wants a password says NOAUTH here; otherwise the first thing it would
      * refuse is our script (over 16 KiB), with "unauthenticated bulk length" */
     const char *av[1] = {"PING"};
     size_t al[1] = {4};
-    if ((err = command(r, 1, av, al, &rep, errstr, errstr_size))) goto err;
-    freeReplyObject(rep);
+    if ((err = simple(r, 1, av, al, errstr, errstr_size))) goto err;
   }
   if (r->db) {
     char db[16];
     snprintf(db, sizeof(db), "%d", r->db);
     const char *av[2] = {"SELECT", db};
     size_t al[2] = {6, strlen(db)};
-    if ((err = command(r, 2, av, al, &rep, errstr, errstr_size))) goto err;
-    freeReplyObject(rep);
+    if ((err = simple(r, 2, av, al, errstr, errstr_size))) goto err;
   }
   if ((err = advise_hll(r, errstr, errstr_size))) goto err;
   return FP_OK;
 err:
-  if (rep) freeReplyObject(rep);
+  /* every reply is freed where it was read: a reply pointer kept for this label once freed
+   * the PING reply a second time when CONFIG GET timed out */
   if (err == FP_ERR_REDIS) fp_log(FP_LOG_WARN, "store", "%s", errstr ? errstr : "redis error");
   drop_conn(r);
   return err;

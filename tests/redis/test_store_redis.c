@@ -3,9 +3,14 @@
  * event-time streams vs the reference model (../unit/store_ref.h), fence and memo on
  * overlapping batches, top-k, TTL on every key, memo pruning, NOSCRIPT, a killed and
  * restarted server, fatal errors (NOAUTH, OOM), and identical results from the in-process
- * store for the same ops.
+ * store for the same ops. One case talks to a scripted stand-in instead: a connection cut
+ * or stalled at each command of the handshake (see test_connect_cut).
  */
+#include <arpa/inet.h>
 #include <math.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <sys/socket.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -319,7 +324,102 @@ out:
   fp_store_destroy(st);
 }
 
+/* ---- a scripted server: answers the handshake's commands until command `cut`, where it
+ * closes the connection (stall = 0) or stops answering until the client goes (stall = 1) */
+typedef struct {
+  int lfd, cut, stall, seen;
+} fake_t;
+
+/* Reads one RESP command (an array of bulk strings) into @p name (its first word, upper
+ * case as sent); @returns 0, or -1 when the client closed. */
+static int read_command(int fd, char *name, size_t size) {
+  char buf[1 << 16];
+  size_t have = 0;
+  for (;;) {
+    /* complete? "*N\r\n" then N of "$L\r\n" + L bytes + "\r\n" */
+    const char *p = buf, *end = buf + have;
+    long n = -1;
+    int done = 0;
+    name[0] = '\0';
+    if (have && buf[0] == '*' && memchr(buf, '\n', have)) {
+      n = strtol(p + 1, NULL, 10);
+      p = (const char *)memchr(p, '\n', have) + 1;
+      for (long i = 0; i < n; i++) {
+        const char *nl = p < end ? memchr(p, '\n', (size_t)(end - p)) : NULL;
+        if (!nl || *p != '$') break;
+        long l = strtol(p + 1, NULL, 10);
+        if (nl + 1 + l + 2 > end) break;
+        if (i == 0) snprintf(name, size, "%.*s", (int)(l < 31 ? l : 31), nl + 1);
+        p = nl + 1 + l + 2;
+        if (i == n - 1) done = 1;
+      }
+    }
+    if (done) return 0;
+    if (have == sizeof(buf)) have = 0; /* a long SCRIPT LOAD: only its start matters */
+    ssize_t r = read(fd, buf + have, sizeof(buf) - have);
+    if (r <= 0) return -1;
+    have += (size_t)r;
+  }
+}
+
+static void *fake_main(void *arg) {
+  fake_t *f = arg;
+  int fd = accept(f->lfd, NULL, NULL);
+  char name[32], sha[41];
+  if (fd < 0) return NULL;
+  memset(sha, 'a', 40), sha[40] = '\0';
+  for (int k = 0; read_command(fd, name, sizeof(name)) == 0; k++) {
+    const char *rep = "-ERR fake\r\n";
+    char tmp[80];
+    f->seen++;
+    if (k == f->cut) {
+      if (f->stall)
+        while (read_command(fd, name, sizeof(name)) == 0) {
+        }
+      break;
+    }
+    if (!strcmp(name, "PING")) rep = "+PONG\r\n";
+    else if (!strcmp(name, "CONFIG")) rep = "*2\r\n$20\r\nhll-sparse-max-bytes\r\n$5\r\n12000\r\n";
+    else if (!strcmp(name, "SCRIPT")) snprintf(tmp, sizeof(tmp), "$40\r\n%s\r\n", sha), rep = tmp;
+    if (write(fd, rep, strlen(rep)) < 0) break;
+  }
+  close(fd);
+  return NULL;
+}
+
+/* The handshake (PING, CONFIG GET, SCRIPT LOAD) cut or stalled at each of its commands:
+ * the store is not made, the error says why, and nothing is freed twice (the sanitizer pass
+ * checks; a reply kept for the error path once was). */
+static void test_connect_cut(void) {
+  for (int stall = 0; stall < 2; stall++) {
+    for (int cut = 0; cut < 3; cut++) {
+      fake_t f = {.cut = cut, .stall = stall};
+      struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+      socklen_t sl = sizeof(sa);
+      pthread_t t;
+      char err[256] = "";
+      f.lfd = socket(AF_INET, SOCK_STREAM, 0);
+      if (!FPT_CHECK(f.lfd >= 0 && bind(f.lfd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
+                         listen(f.lfd, 1) == 0 && getsockname(f.lfd, (struct sockaddr *)&sa, &sl) == 0,
+                     "listen on loopback"))
+        return;
+      FPT_CHECK_EQ_INT(pthread_create(&t, NULL, fake_main, &f), 0);
+      fp_store_redis_conf_t conf = {.host = "127.0.0.1", .port = ntohs(sa.sin_port), .prefix = "fpt-cut",
+                                    .connect_timeout_ms = 1000, .command_timeout_ms = 300};
+      fp_store_t *st = fp_store_redis_new(&conf, err, sizeof(err));
+      FPT_CHECK(st == NULL, "cut at command %d (stall %d): no store", cut, stall);
+      FPT_CHECK(strstr(err, "127.0.0.1") && strstr(err, stall ? "timeout" : "closed"),
+                "cut at command %d (stall %d): %s", cut, stall, err);
+      fp_store_destroy(st);
+      pthread_join(t, NULL);
+      FPT_CHECK_EQ_INT(f.seen, cut + 1);
+      close(f.lfd);
+    }
+  }
+}
+
 int main(void) {
+  fpt_run("connect_cut", test_connect_cut);
   fpt_run("random_streams", test_random_streams);
   fpt_run("noscript", test_noscript);
   fpt_run("fatal_errors", test_fatal_errors);
