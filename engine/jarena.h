@@ -19,8 +19,9 @@
  * outlives a run (incident state, samples, events) is copied out as C strings or new
  * documents made outside the arena. And a document made in an arena is arena memory
  * throughout: nothing adds a heap value to it afterwards, so releasing it need not walk it
- * (fp_mention_clear drops it; the reset frees it). Builds with AddressSanitizer never enter an arena,
- * so that ASan checks those lifetimes on the heap path.
+ * (fp_mention_clear drops it; the reset frees it). Builds with AddressSanitizer check that
+ * rule: there every block is a chunk of its own and every reset frees them all, so a use
+ * after the reset is a use-after-free that ASan reports.
  */
 #ifndef FP_JARENA_H
 #define FP_JARENA_H
@@ -52,7 +53,8 @@ int fp_jarena_owns(const void *p);
 size_t fp_jarena_used(const fp_jarena_t *a);
 /** Bytes of chunks the arena holds (kept across resets, bounded). */
 size_t fp_jarena_held(const fp_jarena_t *a);
-/** 0 in builds where fp_jarena_enter does nothing (AddressSanitizer), else 1. */
-int fp_jarena_enabled(void);
+/** 1 in builds where the arena is checked (AddressSanitizer: a chunk per block, none kept
+ *  across a reset), else 0. */
+int fp_jarena_checked(void);
 
 #endif

@@ -39,12 +39,8 @@ static void test_decode_reset(void) {
       FPT_CHECK_EQ_INT(m[i].followers, 12);
       FPT_CHECK_EQ_INT(json_array_size(json_object_get(m[i].doc, "hashtags")), 2);
     }
-    if (fp_jarena_enabled()) {
-      FPT_CHECK(fp_jarena_used(a) > 64 * 200, "64 documents came from the arena (%zu bytes)", fp_jarena_used(a));
-      FPT_CHECK_EQ_INT(((uintptr_t)m[0].doc & 15), 8); /* an arena block's address */
-    } else {
-      FPT_CHECK_EQ_INT(fp_jarena_used(a), 0);
-    }
+    FPT_CHECK(fp_jarena_used(a) > 64 * 200, "64 documents came from the arena (%zu bytes)", fp_jarena_used(a));
+    FPT_CHECK_EQ_INT(((uintptr_t)m[0].doc & 15), 8); /* an arena block's address */
     for (int i = 0; i < 64; i++) fp_mention_clear(&m[i]);
     fp_jarena_reset(a);
     FPT_CHECK_EQ_INT(fp_jarena_used(a), 0);
@@ -65,7 +61,7 @@ static void test_heap_values_untouched(void) {
   /* made after the leave: heap, even though the mention's document is in the arena */
   json_t *after = json_pack("{s:s}", "k", "made after");
   FPT_CHECK_EQ_INT(((uintptr_t)after & 15), 0);
-  FPT_CHECK_EQ_INT(fp_jarena_owns(m.doc), fp_jarena_enabled());
+  FPT_CHECK_EQ_INT(fp_jarena_owns(m.doc), 1);
   FPT_CHECK_EQ_INT(fp_jarena_owns(before), 0);
   FPT_CHECK_EQ_INT(fp_jarena_owns(after), 0);
   FPT_CHECK_EQ_INT(fp_jarena_owns(NULL), 0);
@@ -118,8 +114,7 @@ static void test_bounded(void) {
   size_t with_big = fp_jarena_held(a);
   fp_mention_clear(&m);
   fp_jarena_reset(a);
-  if (fp_jarena_enabled())
-    FPT_CHECK(fp_jarena_held(a) + n < with_big, "the big text's own chunks are freed by the reset (%zu, then %zu bytes)",
+  FPT_CHECK(fp_jarena_held(a) + n < with_big, "the big text's own chunks are freed by the reset (%zu, then %zu bytes)",
               with_big, fp_jarena_held(a));
   for (int i = 0; i < 20000; i++) FPT_CHECK_EQ_INT(decode_in(a, doc, strlen(doc), &ms[i]), FP_OK);
   size_t peak = fp_jarena_held(a);
@@ -127,7 +122,8 @@ static void test_bounded(void) {
   fp_jarena_reset(a);
   FPT_CHECK(fp_jarena_held(a) <= (16u << 20) && fp_jarena_held(a) <= peak,
             "after a run of 20,000 the arena keeps %zu of %zu bytes", fp_jarena_held(a), peak);
-  if (fp_jarena_enabled()) FPT_CHECK(peak > (16u << 20), "the run needed more than what is kept (%zu bytes)", peak);
+  if (fp_jarena_checked()) FPT_CHECK_EQ_INT(fp_jarena_held(a), 0); /* a checked arena keeps nothing */
+  FPT_CHECK(peak > (16u << 20), "the run needed more than what is kept (%zu bytes)", peak);
   free(big);
   free(ms);
   fp_jarena_destroy(a);
