@@ -192,6 +192,7 @@ int fp_demo_main(int argc, char **argv) {
   kc = rd_kafka_conf_new();
   rd_kafka_conf_set(kc, "log_level", "3", NULL, 0);
   if (!(mk = rd_kafka_new(RD_KAFKA_PRODUCER, kc, errstr, sizeof(errstr)))) {
+    rd_kafka_conf_destroy(kc); /* rd_kafka_new takes the conf only when it succeeds */
     fprintf(stderr, "demo: %s\n", errstr);
     goto out;
   }
@@ -231,6 +232,7 @@ int fp_demo_main(int argc, char **argv) {
     rd_kafka_conf_set(kc, "bootstrap.servers", rd_kafka_mock_cluster_bootstraps(mc), NULL, 0);
     rd_kafka_conf_set(kc, "linger.ms", "20", NULL, 0);
     if (!(prod = rd_kafka_new(RD_KAFKA_PRODUCER, kc, errstr, sizeof(errstr)))) {
+      rd_kafka_conf_destroy(kc);
       fprintf(stderr, "demo: %s\n", errstr);
       goto out;
     }
@@ -283,7 +285,11 @@ int fp_demo_main(int argc, char **argv) {
   rd_kafka_conf_set(kc, "bootstrap.servers", rd_kafka_mock_cluster_bootstraps(mc), NULL, 0);
   rd_kafka_conf_set(kc, "group.id", "flashpoint-demo-printer", NULL, 0);
   rd_kafka_conf_set(kc, "auto.offset.reset", "earliest", NULL, 0);
-  if (!(cons = rd_kafka_new(RD_KAFKA_CONSUMER, kc, errstr, sizeof(errstr)))) goto out;
+  if (!(cons = rd_kafka_new(RD_KAFKA_CONSUMER, kc, errstr, sizeof(errstr)))) {
+    rd_kafka_conf_destroy(kc);
+    fprintf(stderr, "demo: %s\n", errstr);
+    goto out;
+  }
   {
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(2);
     rd_kafka_topic_partition_list_add(l, "incidents", 0)->offset = RD_KAFKA_OFFSET_BEGINNING;

@@ -292,6 +292,10 @@ static fp_err_t sweep_pass(fp_store_t *store, const char *source, const fp_lc_pa
         sj = fp_lc_state_to_json(&keys[i].st);
         states[nd] = json_dumps(sj, JSON_COMPACT);
         json_decref(sj);
+        if (!states[nd]) {
+          err = FP_ERR_NOMEM;
+          break;
+        }
         knames[nd] = keys[i].key;
         versions[nd] = keys[i].version;
         due[nd] = keys[i].st.open ? fp_add_sat(keys[i].st.last_signal_ms, keys[i].rule->resolve_after_ms) : -1;
@@ -516,6 +520,7 @@ done:
   if (err) drop_from(out, out_start);
   fp_store_lc_due_free(dues, ndues);
   for (size_t i = 0; texts && i < cap; i++) free(texts[i]);
+  for (size_t i = 0; memo_texts && i < cap; i++) free(memo_texts[i]); /* NULL unless an error left them */
   free(keys), free(knames), free(texts), free(versions), free(states), free(due), free(memo_offs);
   free(memo_texts), free(sig), free(silenced);
   return err;
