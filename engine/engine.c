@@ -200,6 +200,12 @@ static rd_kafka_conf_t *kafka_conf(fp_engine_t *e, const char *which, char *errs
       {"enable.partition.eof", "false"},
       {"isolation.level", "read_committed"},
       {"statistics.interval.ms", "5000"}, /* operations: consumer lag and broker state */
+      /* the broker answers a fetch once 64 KB (about 200 mentions) are there or 25 ms have
+       * passed, instead of at the first byte: at a steady moderate rate librdkafka otherwise
+       * fetches back to back, a few mentions each, and the broker spent a third more CPU per
+       * mention (docs/operations.md, Kafka settings) */
+      {"fetch.min.bytes", "65536"},
+      {"fetch.wait.max.ms", "25"},
   };
   static const char *const producer_defaults[][2] = {
       {"enable.idempotence", "true"},
