@@ -11,7 +11,8 @@
  *
  * Under AddressSanitizer the arena is checked rather than fast: every block is a chunk of
  * its own, and every reset frees them all, so a document used after its run (the rule in
- * jarena.h) is a heap-use-after-free that ASan reports, and a block overrun hits a redzone.
+ * jarena.h) is a heap-use-after-free that ASan reports, and an overrun past a block's 16-byte
+ * rounding hits a redzone.
  */
 #include "jarena.h"
 

@@ -355,7 +355,8 @@ static int read_command(int fd, char *name, size_t size) {
       }
     }
     if (done) return 0;
-    if (have == sizeof(buf)) have = 0; /* a long SCRIPT LOAD: only its start matters */
+    if (have == sizeof(buf)) return -1; /* bigger than any command the handshake sends (the
+                                           script is ~28 KB): the case fails on seen */
     ssize_t r = read(fd, buf + have, sizeof(buf) - have);
     if (r <= 0) return -1;
     have += (size_t)r;
