@@ -234,35 +234,49 @@ static int cmd_produce(int argc, char **argv) {
       (void)pool_brand;
     }
     t0 = fp_mono_ns();
+    /* Paced in ticks of 1 ms: each tick sends every message due by then, all stamped with
+     * the wall clock read just before (so an event time is never later than its send).
+     * Sleeping until each message's own due time (a wake-up per message, ~17,000 a second at
+     * half the peak, a busy spin above 20,000) cost the sending thread 26% of a core at
+     * 17,000/s (now 5%), taken from the engine, Redis and broker it measures on 2 cores. */
     double base_s = 0;
     for (int ph = 0; ph < nphases; ph++) {
-      long long count = (long long)(rates[ph] * secs[ph]);
-      for (long long j = 0; j < count; j++) {
-        int64_t due = t0 + (int64_t)((base_s + (double)j / rates[ph]) * 1e9);
-        int64_t nw;
-        while ((nw = fp_mono_ns()) < due) {
-          int64_t d = due - nw;
+      long long count = (long long)(rates[ph] * secs[ph]), j = 0;
+      int64_t ph0 = t0 + (int64_t)(base_s * 1e9);
+      while (j < count) {
+        int64_t nw = fp_mono_ns();
+        long long due = (long long)((double)(nw - ph0) / 1e9 * rates[ph]) + 1;
+        if (due > count) due = count;
+        if (j >= due) {
+          /* to the next tick, or to the next message's due time if that is later */
+          int64_t next = ph0 + (int64_t)((double)j / rates[ph] * 1e9), d = next - nw;
+          int64_t tick = 1000000 - (nw - ph0) % 1000000;
+          if (d < tick) d = tick;
           if (d > 1000000) d = 1000000;
           rd_kafka_poll(rk, 0);
-          if (d > 50000) {
+          if (d > 0) {
             struct timespec ts = {0, (long)d};
             nanosleep(&ts, NULL);
           }
+          continue;
         }
-        char *js = pool[pool_i];
-        if (now) set_created_at(js, fp_now_ms());
-        for (;;) {
-          rd_kafka_resp_err_t e = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic),
-                                                    RD_KAFKA_V_KEY(keys[pool_i], strlen(keys[pool_i])),
-                                                    RD_KAFKA_V_VALUE(js, strlen(js)),
-                                                    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
-          if (!e) break;
-          if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL) die("produce: %s", rd_kafka_err2str(e));
-          rd_kafka_poll(rk, 1);
+        int64_t stamp = now ? fp_now_ms() : 0;
+        for (; j < due; j++) {
+          char *js = pool[pool_i];
+          if (now) set_created_at(js, stamp);
+          for (;;) {
+            rd_kafka_resp_err_t e = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic),
+                                                      RD_KAFKA_V_KEY(keys[pool_i], strlen(keys[pool_i])),
+                                                      RD_KAFKA_V_VALUE(js, strlen(js)),
+                                                      RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
+            if (!e) break;
+            if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL) die("produce: %s", rd_kafka_err2str(e));
+            rd_kafka_poll(rk, 1);
+          }
+          pool_i = (pool_i + 1) % pool_n;
+          sent++;
+          if ((sent & 255) == 0) rd_kafka_poll(rk, 0);
         }
-        pool_i = (pool_i + 1) % pool_n;
-        sent++;
-        if ((sent & 255) == 0) rd_kafka_poll(rk, 0);
       }
       base_s += secs[ph];
     }
