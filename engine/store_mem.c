@@ -5,7 +5,7 @@
  * Redis and in-process stores cannot drift apart.
  *
  * How it works: the emulation (EMU below) keeps every key in a Lua table as a string, a
- * hash, or an exact set standing in for a HyperLogLog (so DISTINCT is exact here). It
+ * hash, a sorted set, or an exact set standing in for a HyperLogLog (so DISTINCT is exact here). It
  * answers like Redis's Lua bridge (missing value -> false, integers as numbers) and raises
  * WRONGTYPE the same way. Expiry is by wall-clock as in Redis: lazily on access and by a
  * full sweep whenever the key count has doubled since the last sweep or a minute passed
@@ -26,7 +26,7 @@
 #include "util.h"
 
 static const char EMU[] =
-    "local D, E = {}, {}\n"                 /* key -> {t='s'|'h'|'p', ...}; key -> expiry ms */
+    "local D, E = {}, {}\n"                 /* key -> {t='s'|'h'|'p'|'z', ...}; key -> expiry ms */
     "local T, nkeys, swept_n, swept_t = 0, 0, 64, 0\n"
     "local function del(k) if D[k] then D[k] = nil; E[k] = nil; nkeys = nkeys - 1 end end\n"
     "local function get(k)\n"
@@ -105,6 +105,37 @@ static const char EMU[] =
     "  for i = 1, #a do local x = typed(a[i], 'p')\n"
     "    if x then for m in pairs(x.f) do if not o.f[m] then o.f[m] = true; o.n = o.n + 1 end end end end\n"
     "  return {ok = 'OK'}\n"
+    "end\n"
+    "local function zbound(x) if x == '-inf' then return -math.huge elseif x == '+inf' then return math.huge end return tonumber(x) end\n"
+    "function C.ZADD(k, score, m)\n"
+    "  local o = typed(k, 'z', true); m = s(m)\n"
+    "  local new = o.f[m] == nil\n"
+    "  if new then o.n = o.n + 1 end\n"
+    "  o.f[m] = tonumber(score)\n"
+    "  return new and 1 or 0\n"
+    "end\n"
+    "function C.ZREM(k, ...)\n"
+    "  local o, a, c = typed(k, 'z'), {...}, 0\n"
+    "  if not o then return 0 end\n"
+    "  for i = 1, #a do local m = s(a[i]) if o.f[m] ~= nil then o.f[m] = nil; o.n = o.n - 1; c = c + 1 end end\n"
+    "  if o.n == 0 then del(k) end\n"
+    "  return c\n"
+    "end\n"
+    "local function zrange(k, lo, hi)\n"
+    "  local o, r = typed(k, 'z'), {}\n"
+    "  if not o then return r, {} end\n"
+    "  lo, hi = zbound(lo), zbound(hi)\n"
+    "  for m, sc in pairs(o.f) do if sc >= lo and sc <= hi then r[#r + 1] = m end end\n"
+    "  table.sort(r, function(x, y) if o.f[x] ~= o.f[y] then return o.f[x] < o.f[y] end return x < y end)\n"
+    "  return r\n"
+    "end\n"
+    "function C.ZCOUNT(k, lo, hi) return #zrange(k, lo, hi) end\n"
+    "function C.ZRANGEBYSCORE(k, lo, hi, limit, off, count)\n"
+    "  local r = zrange(k, lo, hi)\n"
+    "  if not limit then return r end\n"
+    "  local out, o, c = {}, tonumber(off), tonumber(count)\n"
+    "  for i = o + 1, #r do if c >= 0 and #out >= c then break end out[#out + 1] = r[i] end\n"
+    "  return out\n"
     "end\n"
     "function C.PEXPIRE(k, ms) if get(k) == nil then return 0 end E[k] = T + tonumber(ms) return 1 end\n"
     "function C.TIME() return {string.format('%d', T // 1000), string.format('%d', T % 1000 * 1000)} end\n"

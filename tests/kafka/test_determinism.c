@@ -58,7 +58,7 @@ static void test_determinism(void) {
     const fpe_env_t *env = r ? &two : &one;
     int64_t bound = T0 + (int64_t)(NMENTIONS - 1000) * STEP_MS, stuck = 0;
     redisContext *c = fpt_redis_connect();
-    redisReply *rep = c ? fpt_redis_cmd(c, "HGETALL %s:lco", env->prefix) : NULL;
+    redisReply *rep = c ? fpt_redis_cmd(c, "ZRANGE %s:lcz 0 -1 WITHSCORES", env->prefix) : NULL;
     for (size_t i = 0; rep && rep->type == REDIS_REPLY_ARRAY && i + 1 < rep->elements; i += 2) {
       int64_t due = strtoll(rep->element[i + 1]->str, NULL, 10);
       if (due >= 0 && due <= bound) {

@@ -59,6 +59,49 @@ static void *worker(void *arg) {
   return NULL;
 }
 
+static void test_many_due(void) {
+  fp_store_t *st;
+  snprintf(prefix, sizeof(prefix), "incdue%d", (int)getpid()); /* no other test's incidents */
+  st = connect_store();
+  if (st) fx_many_due(st, "in:7");
+  fp_store_destroy(st);
+}
+
+/* An index left by an older version (the hash P:lco, K -> due) still gets swept: the load
+ * moves it into the sorted set P:lcz (a rolling upgrade keeps its open incidents). */
+static void test_legacy_index(void) {
+  fp_store_t *st;
+  fp_outvec_t out = {0};
+  fx_batch_t b;
+  size_t replayed;
+  static const int m0[] = {0}, m1[] = {45};
+  static const fp_sev_t s0[] = {FP_SEV3}, s1[] = {FP_SEV_NONE};
+  redisContext *c = fpt_redis_connect();
+  redisReply *r;
+  snprintf(prefix, sizeof(prefix), "incold%d", (int)getpid());
+  st = connect_store();
+  if (!st || !c) goto out;
+  fx_setup();
+  fx_batch(&b, "old-brand", 10, 1, m0, s0);
+  fx_apply(st, "up:0", &b, FX_T0, &out, &replayed);
+  FPT_CHECK_EQ_INT(fx_count_status(&out, "opened"), 1);
+  fp_outvec_reset(&out);
+  /* as the older version left it: due at 30 min in the hash, nothing in the sorted set */
+  freeReplyObject(fpt_redis_cmd(c, "DEL %s:lcz", prefix));
+  freeReplyObject(fpt_redis_cmd(c, "HSET %s:lco fx.rule|old-brand %lld", prefix,
+                                (long long)(FX_T0 + 30 * FX_MIN)));
+  fx_batch(&b, "other", 11, 1, m1, s1);
+  fx_apply(st, "up:0", &b, FX_T0 + 45 * FX_MIN, &out, &replayed);
+  FPT_CHECK_EQ_INT(fx_count_status(&out, "resolved"), 1);
+  r = fpt_redis_cmd(c, "EXISTS %s:lco", prefix);
+  FPT_CHECK(r && r->type == REDIS_REPLY_INTEGER && r->integer == 0, "the old hash is gone");
+  freeReplyObject(r);
+out:
+  fp_outvec_free(&out);
+  fp_store_destroy(st);
+  if (c) redisFree(c);
+}
+
 static void test_two_writers_one_incident(void) {
   pthread_t t1, t2;
   worker_arg_t a1 = {"in:0", 0, 0, 0, 0}, a2 = {"in:1", 1000, 0, 0, 0};
@@ -190,5 +233,7 @@ int main(void) {
   fpt_run("two writers, one incident", test_two_writers_one_incident);
   fpt_run("memo and pruning", test_memo_and_pruning);
   fpt_run("silences and top terms", test_silence_and_top_terms);
+  fpt_run("many incidents due: each resolves once, earliest first", test_many_due);
+  fpt_run("an older version's index of open incidents is swept", test_legacy_index);
   return fpt_done();
 }

@@ -12,6 +12,7 @@
 
 #include "incidents.h"
 #include "testlib.h"
+#include "util.h"
 
 #define FX_MIN (60 * 1000LL)
 #define FX_T0 ((int64_t)1795600800000LL)
@@ -80,6 +81,68 @@ static int fx_count_status(const fp_outvec_t *out, const char *status) {
   for (size_t i = 0; i < out->n; i++)
     if (!strcmp(out->recs[i].status, status)) n++;
   return n;
+}
+
+/* 150 incidents (more than one run sweeps) open on one source, due at 30..59 min; then time
+ * moves to 100 min and runs of one quiet mention each follow. Every incident resolves exactly
+ * once, dated at its due time, and the earliest due go first: what one run cannot sweep
+ * waits for the next, never an incident due earlier than one already resolved. */
+#define FX_MANY 150
+static void fx_many_due(fp_store_t *st, const char *source) {
+  static char names[FX_MANY][16];
+  int resolved_in[FX_MANY], run = 0, total = 0;
+  int64_t offset = 1000, last_due_of_run[8] = {0};
+  fp_outvec_t out = {0};
+  fx_batch_t b;
+  size_t replayed;
+  fx_setup();
+  for (int i = 0; i < FX_MANY; i++) resolved_in[i] = -1;
+  /* open them: batches of up to 64 signals, one entity each, opened at minute i % 30 */
+  for (int base = 0; base < FX_MANY; base += 50) {
+    int minutes[64];
+    fp_sev_t sevs[64];
+    for (int i = 0; i < 50; i++) minutes[i] = (base + i) % 30, sevs[i] = FP_SEV3;
+    fx_batch(&b, "x", offset, 50, minutes, sevs);
+    for (int i = 0; i < 50; i++) {
+      snprintf(names[base + i], sizeof(names[0]), "e%03d", base + i);
+      b.s[i].sig.entity = names[base + i];
+    }
+    /* event time stays at minute 29 on this source: nothing due yet */
+    fx_apply(st, source, &b, FX_T0 + 29 * FX_MIN, &out, &replayed);
+    offset += 50;
+  }
+  FPT_CHECK_EQ_INT(fx_count_status(&out, "opened"), FX_MANY);
+  fp_outvec_reset(&out);
+  for (run = 0; run < 8 && total < FX_MANY; run++) {
+    static const int m[] = {100};
+    static const fp_sev_t sv[] = {FP_SEV_NONE};
+    fx_batch(&b, "tick", offset++, 1, m, sv);
+    fx_apply(st, source, &b, FX_T0 + 100 * FX_MIN, &out, &replayed);
+    for (size_t i = 0; i < out.n; i++) {
+      const char *e = strstr(out.recs[i].payload, "\"entity\":\"e");
+      const char *t = strstr(out.recs[i].payload, "\"event_time\":\"");
+      int64_t at = 0;
+      char ts[32] = {0};
+      if (strcmp(out.recs[i].status, "resolved")) continue;
+      if (!FPT_CHECK(e && t, "resolution names its entity and time: %.200s", out.recs[i].payload)) continue;
+      int k = atoi(e + 11);
+      memcpy(ts, t + 14, 24);
+      fp_time_parse_rfc3339(ts, &at);
+      FPT_CHECK(k >= 0 && k < FX_MANY && resolved_in[k] < 0, "e%03d resolved once", k);
+      if (k >= 0 && k < FX_MANY) resolved_in[k] = run;
+      FPT_CHECK_EQ_INT(at, FX_T0 + (k % 30 + 30) * FX_MIN); /* dated at its due time */
+      if (at > last_due_of_run[run]) last_due_of_run[run] = at;
+      if (run > 0)
+        FPT_CHECK(at >= last_due_of_run[run - 1], "run %d resolves e%03d (due %lld) after run %d "
+                  "resolved one due at %lld: earliest due first", run, k, (long long)at, run - 1,
+                  (long long)last_due_of_run[run - 1]);
+      total++;
+    }
+    fp_outvec_reset(&out);
+  }
+  FPT_CHECK_EQ_INT(total, FX_MANY);
+  FPT_CHECK(run >= 2, "one run sweeps at most a bounded number (%d runs)", run);
+  fp_outvec_free(&out);
 }
 
 #endif

@@ -102,8 +102,16 @@ static void test_sweep_resolves(void) {
   fp_store_destroy(st);
 }
 
+static void test_many_due(void) {
+  char err[256];
+  fp_store_t *st = fp_store_mem_new(err, sizeof(err));
+  fx_many_due(st, "in:7");
+  fp_store_destroy(st);
+}
+
 int main(void) {
   fpt_run("replayed offsets return byte-identical events", test_replay_is_byte_identical);
   fpt_run("sweeps resolve silent incidents at their due time", test_sweep_resolves);
+  fpt_run("many incidents due: each resolves once, earliest first", test_many_due);
   return fpt_done();
 }
