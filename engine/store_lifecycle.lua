@@ -145,6 +145,8 @@ if op == 'commit' then
     if due >= 0 then call('ZADD', P .. ':lcz', fint(due), K)
     else call('ZREM', P .. ':lcz', K) end
   end
+  -- the index outlives every state it names (each was written at most state_ttl ago)
+  if n > 0 then call('PEXPIRE', P .. ':lcz', fint(state_ttl)) end
   local mbase = base + n * 4
   local m = tonumber(ARGV[mbase + 1])
   local memo = P .. ':lcm:' .. S

@@ -86,6 +86,9 @@ static void test_legacy_index(void) {
   fx_apply(st, "up:0", &b, FX_T0, &out, &replayed);
   FPT_CHECK_EQ_INT(fx_count_status(&out, "opened"), 1);
   fp_outvec_reset(&out);
+  r = fpt_redis_cmd(c, "PTTL %s:lcz", prefix);
+  FPT_CHECK(r && r->type == REDIS_REPLY_INTEGER && r->integer > 0, "the index of open incidents has a TTL");
+  freeReplyObject(r);
   /* as the older version left it: due at 30 min in the hash, nothing in the sorted set */
   freeReplyObject(fpt_redis_cmd(c, "DEL %s:lcz", prefix));
   freeReplyObject(fpt_redis_cmd(c, "HSET %s:lco fx.rule|old-brand %lld", prefix,
