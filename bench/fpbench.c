@@ -245,14 +245,15 @@ static int cmd_produce(int argc, char **argv) {
       int64_t ph0 = t0 + (int64_t)(base_s * 1e9);
       while (j < count) {
         int64_t nw = fp_mono_ns();
-        long long due = (long long)((double)(nw - ph0) / 1e9 * rates[ph]) + 1;
+        long long due = nw < ph0 ? 0 : (long long)((double)(nw - ph0) / 1e9 * rates[ph]) + 1;
         if (due > count) due = count;
         if (j >= due) {
-          /* to the next tick, or to the next message's due time if that is later */
+          /* to the next tick, or to the next message's due time if that is later (at most
+           * 100 ms: delivery reports are served in between) */
           int64_t next = ph0 + (int64_t)((double)j / rates[ph] * 1e9), d = next - nw;
-          int64_t tick = 1000000 - (nw - ph0) % 1000000;
+          int64_t tick = nw < ph0 ? ph0 - nw : 1000000 - (nw - ph0) % 1000000;
           if (d < tick) d = tick;
-          if (d > 1000000) d = 1000000;
+          if (d > 100000000) d = 100000000;
           rd_kafka_poll(rk, 0);
           if (d > 0) {
             struct timespec ts = {0, (long)d};

@@ -20,6 +20,10 @@
 
 #define FP_LC_MAX_ATTEMPTS 16
 #define FP_LC_MAX_SWEEPS 64 /* incidents resolved by time passing, per run at most */
+/* An open incident of a rule that is not loaded is looked at again this much event time
+ * later: the index takes the earliest due first, so leaving it in place would keep it at the
+ * head of every sweep (64 of them would stop every incident behind them from resolving). */
+#define FP_LC_UNKNOWN_RULE_RETRY_MS (60 * 60 * 1000LL)
 
 void fp_outvec_reset(fp_outvec_t *v) {
   for (size_t i = 0; i < v->n; i++) {
@@ -100,6 +104,8 @@ typedef struct lc_key_s {
   int64_t silenced_until;  /* wall ms; paging muted until then */
   fp_lc_state_t st;
   int dirty;
+  int swept; /* loaded because the index said due: committed even if unchanged, so its index
+              * entry moves to its real due time (or goes) instead of staying at the head */
   const fp_rule_info_t *rule;
 } lc_key_t;
 
@@ -260,7 +266,10 @@ static fp_err_t sweep_pass(fp_store_t *store, const char *source, const fp_lc_pa
       *bar = '\0';
       ri = lookup(lookup_arg, dues[d].key);
       *bar = '|';
-      if (!ri) continue;
+      if (!ri) {
+        dues[d].no_rule = 1; /* re-indexed unchanged, see below */
+        continue;
+      }
       memset(&keys[n], 0, sizeof(keys[n]));
       snprintf(keys[n].key, sizeof(keys[n].key), "%s", dues[d].key);
       keys[n].rule = ri;
@@ -286,9 +295,8 @@ static fp_err_t sweep_pass(fp_store_t *store, const char *source, const fp_lc_pa
       }
       json_array_foreach(recs, x, rec) json_array_append(old, rec);
       merged = json_dumps(old, JSON_COMPACT);
-      for (size_t i = 0; i < n; i++) {
+      for (size_t i = 0; i < n; i++) { /* every swept key: changed or not (lc_key_t.swept) */
         json_t *sj;
-        if (!keys[i].dirty) continue;
         sj = fp_lc_state_to_json(&keys[i].st);
         states[nd] = json_dumps(sj, JSON_COMPACT);
         json_decref(sj);
@@ -301,11 +309,22 @@ static fp_err_t sweep_pass(fp_store_t *store, const char *source, const fp_lc_pa
         due[nd] = keys[i].st.open ? fp_add_sat(keys[i].st.last_signal_ms, keys[i].rule->resolve_after_ms) : -1;
         nd++;
       }
+      for (size_t d = 0; d < ndues && !err; d++) { /* rules not loaded: looked at again later */
+        if (!dues[d].no_rule) continue;
+        if (!(states[nd] = strdup(dues[d].state))) {
+          err = FP_ERR_NOMEM;
+          break;
+        }
+        knames[nd] = dues[d].key;
+        versions[nd] = dues[d].version;
+        due[nd] = fp_add_sat(low_wm, FP_LC_UNKNOWN_RULE_RETRY_MS);
+        nd++;
+      }
       if (!merged) err = FP_ERR_NOMEM;
-      if (!err && json_array_size(recs))
+      if (!err && (json_array_size(recs) || nd))
         err = fp_store_lc_commit(store, source, knames, versions, states, due, nd, &last_offset,
-                                 (const char *const *)&merged, 1, fence, committed, due_by, &conflict,
-                                 &due_now, errstr, es);
+                                 (const char *const *)&merged, json_array_size(recs) ? 1 : 0, fence,
+                                 committed, due_by, &conflict, &due_now, errstr, es);
       for (size_t i = 0; i < nd; i++) free((char *)states[i]);
     }
     if (!err && !conflict) {
@@ -401,11 +420,13 @@ fp_err_t fp_incidents_apply(fp_store_t *store, const char *source, const fp_lc_p
       if (!ri) {
         fp_log_once(FP_LOG_WARN, "incidents", "open incident %s belongs to a rule that is not "
                     "loaded; it stays open until the rule returns", dues[d].key);
+        dues[d].no_rule = 1; /* re-indexed unchanged at commit */
         continue;
       }
       snprintf(keys[nkeys].key, sizeof(keys[nkeys].key), "%s", dues[d].key);
       keys[nkeys].rule = ri;
       key_load(&keys[nkeys], dues[d].state, dues[d].version);
+      keys[nkeys].swept = 1;
       keys[nkeys].silenced_until = 0;
       nkeys++;
       memset(&sig[n], 0, sizeof(sig[n]));
@@ -479,7 +500,7 @@ fp_err_t fp_incidents_apply(fp_store_t *store, const char *source, const fp_lc_p
     for (size_t i = 0; i < nkeys; i++) {
       json_t *sj;
       char *text;
-      if (!keys[i].dirty) continue;
+      if (!keys[i].dirty && !keys[i].swept) continue;
       sj = fp_lc_state_to_json(&keys[i].st);
       text = json_dumps(sj, JSON_COMPACT);
       json_decref(sj);
@@ -491,6 +512,19 @@ fp_err_t fp_incidents_apply(fp_store_t *store, const char *source, const fp_lc_p
       versions[nd] = keys[i].version;
       states[nd] = text;
       due[nd] = keys[i].st.open ? fp_add_sat(keys[i].st.last_signal_ms, keys[i].rule->resolve_after_ms) : -1;
+      nd++;
+    }
+    for (size_t d = 0; d < ndues && !err && last_offset > fence; d++) {
+      char *text;
+      if (!dues[d].no_rule) continue; /* a rule not loaded: looked at again later */
+      if (!(text = strdup(dues[d].state))) {
+        err = FP_ERR_NOMEM;
+        break;
+      }
+      knames[nd] = dues[d].key;
+      versions[nd] = dues[d].version;
+      states[nd] = text;
+      due[nd] = fp_add_sat(low_wm, FP_LC_UNKNOWN_RULE_RETRY_MS);
       nd++;
     }
     if (!err && (last_offset > fence || nd > 0))

@@ -152,8 +152,8 @@ fp_err_t fp_store_lc_load(fp_store_t *s, const char *source, const char *const *
       goto fail;
     }
   }
-  /* hashes have no order, and not the same one in Redis and in-process: sort, so sweeps
-   * step (and their events appear) in the same order everywhere */
+  /* the index gives the earliest due first (ties by key); sorted here by key, so the sweeps
+   * of one load step (and their events appear) in the same order everywhere */
   if (ndue > 1) qsort(due, ndue, sizeof(*due), due_cmp);
   *due_out = due;
   *ndue_out = ndue;

@@ -15,6 +15,7 @@ typedef struct fp_lc_due_s {
   char *key;
   char *state;
   int64_t version;
+  int no_rule; /* the caller's mark: its rule is not loaded (fp_store_lc_load sets 0) */
 } fp_lc_due_t;
 
 /**

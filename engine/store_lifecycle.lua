@@ -41,7 +41,6 @@ Protocol (ARGV only, replies are arrays of strings):
   commit P S fence committed memo_ttl state_ttl wm now idle n (K v state due)*n m (O text)*m
                                  -> { "ok", number of open incidents due by the low watermark
                                       after this commit } or { "conflict", K }
-                                 -> { "ok" } or { "conflict", K }
 ]]
 
 local call = redis.call
@@ -65,13 +64,16 @@ local function low_watermark(S, wm, now, idle)
   return low
 end
 
--- A P:lco hash left by an older version (rolling upgrade): its entries move into P:lcz.
+-- A P:lco hash left by an older version (rolling upgrade): its entries move into P:lcz,
+-- at every load and commit while older instances may still write it. An entry an older
+-- instance deletes from P:lco after the move stays in P:lcz and is dropped when swept (its
+-- state is closed, or gone). Going back to an older version needs the reverse move.
 local function migrate_index()
   local old = P .. ':lco'
   if call('EXISTS', old) == 0 then return end
   local all = call('HGETALL', old)
   for i = 1, #all, 2 do call('ZADD', P .. ':lcz', all[i + 1], all[i]) end
-  call('DEL', old)
+  call('DEL', old) -- the next commit gives P:lcz its expiry
 end
 
 if op == 'load' then
@@ -84,8 +86,8 @@ if op == 'load' then
     res[i + 2] = call('GET', P .. ':lc:' .. K)
   end
   for i = 1, n do res[n + i + 2] = call('HGET', P .. ':silence', ARGV[8 + i]) end
+  migrate_index()
   if wm ~= '-' and max > 0 then
-    migrate_index()
     -- the low watermark over the sources that moved recently (this one included)
     local low = low_watermark(S, tonumber(wm), now, idle)
     res[2] = fint(low)
@@ -130,6 +132,7 @@ if op == 'commit' then
   local wm, now, idle = ARGV[8], ARGV[9], tonumber(ARGV[10])
   local n = tonumber(ARGV[11])
   local base = 11
+  migrate_index() -- before this commit's own index writes, which are newer
   -- check every version first: all or nothing
   for i = 0, n - 1 do
     local K, v = ARGV[base + 1 + i * 4], tonumber(ARGV[base + 2 + i * 4])
@@ -146,7 +149,7 @@ if op == 'commit' then
     else call('ZREM', P .. ':lcz', K) end
   end
   -- the index outlives every state it names (each was written at most state_ttl ago)
-  if n > 0 then call('PEXPIRE', P .. ':lcz', fint(state_ttl)) end
+  call('PEXPIRE', P .. ':lcz', fint(state_ttl))
   local mbase = base + n * 4
   local m = tonumber(ARGV[mbase + 1])
   local memo = P .. ':lcm:' .. S

@@ -63,7 +63,37 @@ static void test_many_due(void) {
   fp_store_t *st;
   snprintf(prefix, sizeof(prefix), "incdue%d", (int)getpid()); /* no other test's incidents */
   st = connect_store();
-  if (st) fx_many_due(st, "in:7");
+  if (st) fx_many_due(st, "in:7", NULL);
+  fp_store_destroy(st);
+}
+
+static void drop_state(const char *key) {
+  redisContext *c = fpt_redis_connect();
+  if (c) freeReplyObject(fpt_redis_cmd(c, "DEL %s:lc:%s", prefix, key));
+  if (c) redisFree(c);
+}
+
+/* the same with the states of the 70 due earliest gone (expired): the index forgets them */
+static void test_many_due_expired(void) {
+  fp_store_t *st;
+  redisContext *c;
+  snprintf(prefix, sizeof(prefix), "incexp%d", (int)getpid());
+  st = connect_store();
+  if (st) fx_many_due(st, "in:7", drop_state);
+  fp_store_destroy(st);
+  if ((c = fpt_redis_connect())) {
+    redisReply *r = fpt_redis_cmd(c, "EXISTS %s:lcz", prefix);
+    FPT_CHECK(r && r->type == REDIS_REPLY_INTEGER && r->integer == 0, "the index is empty at the end");
+    freeReplyObject(r);
+    redisFree(c);
+  }
+}
+
+static void test_stuck_due(void) {
+  fp_store_t *st;
+  snprintf(prefix, sizeof(prefix), "incstuck%d", (int)getpid());
+  st = connect_store();
+  if (st) fx_stuck_due(st, "in:8");
   fp_store_destroy(st);
 }
 
@@ -237,6 +267,8 @@ int main(void) {
   fpt_run("memo and pruning", test_memo_and_pruning);
   fpt_run("silences and top terms", test_silence_and_top_terms);
   fpt_run("many incidents due: each resolves once, earliest first", test_many_due);
+  fpt_run("many due, the earliest 70 states expired", test_many_due_expired);
+  fpt_run("what a sweep cannot resolve does not block the index", test_stuck_due);
   fpt_run("an older version's index of open incidents is swept", test_legacy_index);
   return fpt_done();
 }

@@ -105,7 +105,14 @@ static void test_sweep_resolves(void) {
 static void test_many_due(void) {
   char err[256];
   fp_store_t *st = fp_store_mem_new(err, sizeof(err));
-  fx_many_due(st, "in:7");
+  fx_many_due(st, "in:7", NULL);
+  fp_store_destroy(st);
+}
+
+static void test_stuck_due(void) {
+  char err[256];
+  fp_store_t *st = fp_store_mem_new(err, sizeof(err));
+  fx_stuck_due(st, "in:8");
   fp_store_destroy(st);
 }
 
@@ -113,5 +120,6 @@ int main(void) {
   fpt_run("replayed offsets return byte-identical events", test_replay_is_byte_identical);
   fpt_run("sweeps resolve silent incidents at their due time", test_sweep_resolves);
   fpt_run("many incidents due: each resolves once, earliest first", test_many_due);
+  fpt_run("what a sweep cannot resolve does not block the index", test_stuck_due);
   return fpt_done();
 }
