@@ -38,12 +38,14 @@
 
 static char instance[64];
 /* A killed member keeps its partitions until its session times out: keep that short.
- * Transactions of 200 ms, not 1 s: the engine takes the whole input in about a second, and
- * with 1 s transactions the first commit could already cover all of it, so both kills
- * landed on an idle engine with nothing to replay (seen in CI). */
+ * Runs of 50 mentions and transactions of 200 ms: with the defaults the engine took the
+ * whole input in about a second, a transaction could cover all of it before the test saw
+ * 30% committed, and both kills landed on an idle engine with nothing to replay (seen in CI,
+ * also with 100,000 mentions). Small runs keep it busy for several seconds, with a little
+ * applied but not yet committed at every moment. */
 static const char *settings[] = {"delivery.mode=exactly-once", "workers=2",
                                  "consumer.session.timeout.ms=6000",
-                                 "consumer.heartbeat.interval.ms=500", "commit.interval.ms=200",
+                                 "consumer.heartbeat.interval.ms=500", "commit.interval.ms=200", "batch.size=50",
                                  instance, NULL};
 
 /* The end offset of partition 0 of @p topic as a consumer with @p isolation sees it: the
