@@ -231,6 +231,22 @@ static void drop_from(fp_outvec_t *out, size_t start) {
  * events are appended to the memo of the run's last offset, so a replay of that offset
  * re-emits them too.
  */
+/* Appends to a commit the due entries marked no_rule (their rule is not loaded), unchanged
+ * but due again FP_LC_UNKNOWN_RULE_RETRY_MS after @p low_wm. The state texts are malloc'd
+ * copies, freed by the caller with the others. */
+static fp_err_t add_unloaded(const fp_lc_due_t *dues, size_t ndues, int64_t low_wm, const char **knames,
+                             int64_t *versions, const char **states, int64_t *due, size_t *nd) {
+  for (size_t d = 0; d < ndues; d++) {
+    if (!dues[d].no_rule) continue;
+    if (!(states[*nd] = strdup(dues[d].state))) return FP_ERR_NOMEM;
+    knames[*nd] = dues[d].key;
+    versions[*nd] = dues[d].version;
+    due[*nd] = fp_add_sat(low_wm, FP_LC_UNKNOWN_RULE_RETRY_MS);
+    (*nd)++;
+  }
+  return FP_OK;
+}
+
 static fp_err_t sweep_pass(fp_store_t *store, const char *source, const fp_lc_params_t *params,
                            int64_t last_offset, int64_t committed, const char *default_topic,
                            int64_t due_by, fp_rule_lookup_fn lookup, void *lookup_arg,
@@ -309,17 +325,7 @@ static fp_err_t sweep_pass(fp_store_t *store, const char *source, const fp_lc_pa
         due[nd] = keys[i].st.open ? fp_add_sat(keys[i].st.last_signal_ms, keys[i].rule->resolve_after_ms) : -1;
         nd++;
       }
-      for (size_t d = 0; d < ndues && !err; d++) { /* rules not loaded: looked at again later */
-        if (!dues[d].no_rule) continue;
-        if (!(states[nd] = strdup(dues[d].state))) {
-          err = FP_ERR_NOMEM;
-          break;
-        }
-        knames[nd] = dues[d].key;
-        versions[nd] = dues[d].version;
-        due[nd] = fp_add_sat(low_wm, FP_LC_UNKNOWN_RULE_RETRY_MS);
-        nd++;
-      }
+      if (!err) err = add_unloaded(dues, ndues, low_wm, knames, versions, states, due, &nd);
       if (!merged) err = FP_ERR_NOMEM;
       if (!err && (json_array_size(recs) || nd))
         err = fp_store_lc_commit(store, source, knames, versions, states, due, nd, &last_offset,
@@ -514,19 +520,7 @@ fp_err_t fp_incidents_apply(fp_store_t *store, const char *source, const fp_lc_p
       due[nd] = keys[i].st.open ? fp_add_sat(keys[i].st.last_signal_ms, keys[i].rule->resolve_after_ms) : -1;
       nd++;
     }
-    for (size_t d = 0; d < ndues && !err && last_offset > fence; d++) {
-      char *text;
-      if (!dues[d].no_rule) continue; /* a rule not loaded: looked at again later */
-      if (!(text = strdup(dues[d].state))) {
-        err = FP_ERR_NOMEM;
-        break;
-      }
-      knames[nd] = dues[d].key;
-      versions[nd] = dues[d].version;
-      states[nd] = text;
-      due[nd] = fp_add_sat(low_wm, FP_LC_UNKNOWN_RULE_RETRY_MS);
-      nd++;
-    }
+    if (!err && last_offset > fence) err = add_unloaded(dues, ndues, low_wm, knames, versions, states, due, &nd);
     if (!err && (last_offset > fence || nd > 0))
       err = fp_store_lc_commit(store, source, knames, versions, states, due, nd, memo_offs,
                                (const char *const *)memo_texts, nmemo,
