@@ -104,6 +104,8 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
   rd_kafka_error_t *error = NULL;
   int lost = rd_kafka_assignment_lost(rk);
 
+  atomic_fetch_add(&e->rebalances, 1);
+
   if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
     for (int i = 0; i < parts->cnt; i++) {
       fp_part_t *p = fp_engine_part(e, parts->elems[i].topic, parts->elems[i].partition, 1);
@@ -488,6 +490,56 @@ static void serve_seeks(fp_engine_t *e) {
   }
 }
 
+/*
+ * Leaves the consumer group before the consumer is closed. librdkafka before 2.4.0 can hang
+ * for ever in rd_kafka_consumer_close() of a cooperative consumer when a rebalance is under
+ * way (librdkafka#4527, fixed by #4528): e.g. two instances stopped together, one of them
+ * handed the other's partitions as it closes. Seen here: an instance stopped 0.5 s after a
+ * second one joined never returned from close. So the engine unsubscribes first and serves
+ * the rebalance callbacks (revoke: the stored offsets are committed, a transaction commits)
+ * until nothing is assigned and no callback came for FP_LEAVE_QUIET_MS, at most
+ * FP_LEAVE_MAX_MS; the close then has no rebalance to finish. Messages still delivered
+ * meanwhile are dropped unstored (workers are stopped): the next owner reads them again.
+ * Run thread, after the workers stopped.
+ */
+#define FP_LEAVE_QUIET_MS 300
+#define FP_LEAVE_MAX_MS 15000
+static void leave_group(fp_engine_t *e) {
+  int64_t t0 = fp_mono_ns(), quiet_since = t0, dropped = 0;
+  unsigned seen = atomic_load(&e->rebalances);
+  rd_kafka_resp_err_t err = rd_kafka_unsubscribe(e->consumer);
+  if (err) {
+    fp_log(FP_LOG_WARN, "engine", "unsubscribe: %s", rd_kafka_err2str(err));
+    return;
+  }
+  for (;;) {
+    rd_kafka_topic_partition_list_t *a = NULL;
+    rd_kafka_message_t *m = rd_kafka_consumer_poll(e->consumer, 50);
+    int64_t now = fp_mono_ns();
+    int assigned = -1;
+    unsigned r;
+    if (m) {
+      dropped += !m->err;
+      rd_kafka_message_destroy(m);
+    }
+    if ((r = atomic_load(&e->rebalances)) != seen) {
+      seen = r;
+      quiet_since = now;
+    }
+    if (!rd_kafka_assignment(e->consumer, &a)) assigned = a->cnt;
+    if (a) rd_kafka_topic_partition_list_destroy(a);
+    if (assigned == 0 && now - quiet_since >= (int64_t)FP_LEAVE_QUIET_MS * 1000000) break;
+    if (now - t0 >= (int64_t)FP_LEAVE_MAX_MS * 1000000) {
+      fp_log(FP_LOG_WARN, "engine", "leaving the group: %d partition(s) still assigned after %d ms; "
+             "closing anyway", assigned, FP_LEAVE_MAX_MS);
+      break;
+    }
+  }
+  fp_log(FP_LOG_INFO, "engine", "left the group in %lld ms (%lld message(s) fetched meanwhile, "
+         "not processed: they stay uncommitted)", (long long)((fp_mono_ns() - t0) / 1000000),
+         (long long)dropped);
+}
+
 fp_err_t fp_engine_run(fp_engine_t *e) {
   rd_kafka_topic_partition_list_t *topics;
   rd_kafka_resp_err_t kerr;
@@ -587,6 +639,7 @@ out:
   if (e->consumer) {
     rd_kafka_resp_err_t cerr;
     if (!e->eos) rd_kafka_commit(e->consumer, NULL, 0);
+    leave_group(e);
     cerr = rd_kafka_consumer_close(e->consumer);
     if (cerr) fp_log(FP_LOG_WARN, "engine", "consumer close: %s", rd_kafka_err2str(cerr));
   }

@@ -94,6 +94,7 @@ struct fp_engine_s {
   pthread_t producer_thread;
   int producer_started, closed;
   int ever_assigned;             /* run thread: an assignment (even empty) arrived once */
+  _Atomic unsigned rebalances;   /* rebalance callbacks so far (leave_group waits for quiet) */
   _Atomic int producer_stop, stop, fatal;
   size_t nworkers;
   fp_worker_t *workers;
