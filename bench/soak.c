@@ -11,9 +11,9 @@
  *            at the end, after flushing, one JSON object. The producer is idempotent with a
  *            10-minute message timeout, so a broker restart delays deliveries but neither
  *            loses nor duplicates a mention.
- *   offsets  BOOTSTRAP GROUP TOPIC PARTS    prints "O <wall_ms> <end> <committed>" (sums over
- *            the partitions; -1 when the broker did not answer) every second until stdin
- *            closes or SIGTERM
+ *   offsets  BOOTSTRAP GROUP TOPIC PARTS [PERIOD_MS]
+ *            prints "O <wall_ms> <end> <committed>" (sums over the partitions; -1 when the
+ *            broker did not answer) every PERIOD_MS (default 1000) until stdin closes or SIGTERM
  *   check    BOOTSTRAP GROUP TOPIC PARTS    per-partition committed and end offsets (JSON)
  *   count    HOST PORT MATCH                SCAN MATCH, then the sum of every numeric field of
  *            every hash found (the buckets of a count window): JSON {"keys":K,"sum":S}
@@ -279,9 +279,11 @@ static rd_kafka_t *offsets_client(const char *bootstrap, const char *group) {
 }
 
 static int cmd_offsets(int argc, char **argv) {
-  if (argc < 4) die("%s", "usage: offsets BOOTSTRAP GROUP TOPIC PARTS");
+  if (argc < 4) die("%s", "usage: offsets BOOTSTRAP GROUP TOPIC PARTS [PERIOD_MS]");
   int parts = (int)strtol(argv[3], NULL, 10);
+  int period_ms = argc > 4 ? (int)strtol(argv[4], NULL, 10) : 1000;
   if (parts < 1 || parts > 256) die("%s", "bad PARTS");
+  if (period_ms < 10 || period_ms > 60000) die("%s", "bad PERIOD_MS");
   signal(SIGTERM, on_signal);
   signal(SIGINT, on_signal);
   rd_kafka_t *rk = offsets_client(argv[0], argv[1]);
@@ -296,8 +298,8 @@ static int cmd_offsets(int argc, char **argv) {
     }
     printf("O %lld %lld %lld\n", (long long)fp_now_ms(), es, cs);
     if (fflush(stdout) != 0) break;
-    /* one line a second; stdin closing (the driver went away) ends it too */
-    int64_t left_ms = 1000 - (fp_mono_ns() - t) / 1000000;
+    /* one line a period (a second by default); stdin closing (the driver went away) ends it too */
+    int64_t left_ms = period_ms - (fp_mono_ns() - t) / 1000000;
     if (left_ms > 0) {
       struct pollfd pfd = {0, POLLIN, 0};
       if (poll(&pfd, 1, (int)left_ms) > 0) {
