@@ -522,8 +522,17 @@ static void finish_round(fp_worker_t *w) {
   b->npend = 0;
 }
 
-/* Processes the k messages of partition p in w->batch->nodes (offset order). */
-static void process_run(fp_worker_t *w, fp_part_t *p, size_t k) {
+/*
+ * Processes the k messages of partition p in w->batch->nodes (offset order). *dropped says
+ * that an earlier run of p in this take was not applied: this one is released too, and so is
+ * every run once the engine hit a fatal error. Otherwise a later run whose store writes got
+ * through would move the partition's fences past the dropped one, and its replay would be
+ * taken for a duplicate: under a Redis OOM that comes and goes, a run whose lifecycle commit
+ * was refused lost its incident updates for good when the next run of its partition in the
+ * same take succeeded (fault row R6 in CI at 984a08c: an incident resolved with 56 mentions
+ * instead of 60). Sets *dropped when this run is released.
+ */
+static void process_run(fp_worker_t *w, fp_part_t *p, size_t k, int *dropped) {
   fp_engine_t *e = w->e;
   fp_batch_t *b = w->batch;
   char errbuf[512];
@@ -533,6 +542,7 @@ static void process_run(fp_worker_t *w, fp_part_t *p, size_t k) {
   int64_t wm = atomic_load(&p->max_event_ms);
   int sweep = 1; /* resolving incidents due costs no extra round trip */
 
+  if (*dropped || atomic_load(&e->fatal)) goto release; /* replayed from the dropped run */
   if (atomic_load(&p->revoked)) goto release; /* not ours any more: the next owner replays */
   if (atomic_load(&p->seek_to) >= 0) goto release; /* a rebuild seek is due: fetched again */
   {
@@ -590,6 +600,7 @@ static void process_run(fp_worker_t *w, fp_part_t *p, size_t k) {
   return;
 
 release:
+  *dropped = 1;
   for (size_t i = 0; i < k; i++) {
     rd_kafka_message_destroy(b->nodes[i]->msg);
     free(b->nodes[i]);
@@ -691,6 +702,7 @@ static void *worker_main(void *arg) {
     for (size_t i = 0; i < n; i++) {
       fp_part_t *p;
       size_t k = 0;
+      int dropped = 0; /* a run of p in this take was released: so is every later one */
       if (!taken[i]) continue;
       p = taken[i]->part;
       for (size_t j = i; j < n; j++) {
@@ -698,12 +710,12 @@ static void *worker_main(void *arg) {
           w->batch->nodes[k++] = taken[j];
           taken[j] = NULL;
           if (k == max) { /* a run is at most batch.size: one round trip */
-            process_run(w, p, k);
+            process_run(w, p, k, &dropped);
             k = 0;
           }
         }
       }
-      if (k) process_run(w, p, k);
+      if (k) process_run(w, p, k, &dropped);
     }
     finish_round(w);
     if (w->e->eos) fp_txn_run_end(w->e);

@@ -70,6 +70,8 @@ static const char *const bad_rule_ids[] = {"bad.loop", "bad.pcall-loop", "bad.me
   id, what, FX_STREAM, 1, ci, 8000, 8000, 20, 300, 6, hold, during
 
 static void fx_k9_check(fx_ctx_t *ctx);
+/* small runs: a worker's take holds several runs of each of its partitions */
+static const char *const r7_extra[] = {"batch.size=25", NULL};
 
 static const fx_row_t rows[] = {
     /* the engine itself */
@@ -92,6 +94,8 @@ static const fx_row_t rows[] = {
      0, 0, 0, 0, NULL, NULL, fx_r5_tick, NULL, NULL, NULL},
     {STREAM("R6", "Redis OOM (maxmemory 1mb, noeviction) 5 s, then maxmemory 0", 1, 20000, 10000, 40, 250, 10, 5000, 1),
      1, 0, 0, 0, NULL, fx_r6_inject, NULL, fx_r6_clear, NULL, NULL},
+    {STREAM("R7", "Redis OOM flapping: maxmemory 1mb and 0 in turn every 15 ms for 5 s", 1, 20000, 10000, 40, 250, 10, 5000, 1),
+     1, 0, 0, 0, NULL, fx_r7_inject, NULL, fx_r7_clear, r7_extra, NULL},
     /* the real broker */
     {STREAM("K12", "Kafka broker killed (kill -9) 5 s, restarted", 0, 20000, 10000, 40, 250, 10, 5000, 0),
      0, 0, 0, 0, NULL, fx_k12_inject, NULL, fx_k12_clear, NULL, NULL},

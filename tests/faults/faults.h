@@ -124,6 +124,8 @@ void fx_r4_clear(fx_ctx_t *ctx);
 int fx_r5_tick(fx_ctx_t *ctx);
 void fx_r6_inject(fx_ctx_t *ctx);
 void fx_r6_clear(fx_ctx_t *ctx);
+void fx_r7_inject(fx_ctx_t *ctx);
+void fx_r7_clear(fx_ctx_t *ctx);
 void fx_k1_inject(fx_ctx_t *ctx);
 void fx_k1_clear(fx_ctx_t *ctx);
 void fx_k2_inject(fx_ctx_t *ctx);

@@ -14,6 +14,8 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -217,6 +219,53 @@ void fx_r6_inject(fx_ctx_t *ctx) {
 
 void fx_r6_clear(fx_ctx_t *ctx) {
   (void)ctx;
+  redis_do("CONFIG SET maxmemory 0", "CONFIG SET maxmemory 0");
+}
+
+/* R7: maxmemory 1mb and 0 in turn every 15 ms. Writes are refused for one run and let
+ * through for the next, often within one take of one worker: a run of a partition must not
+ * be applied once an earlier run of that partition was refused (worker.c, process_run). */
+typedef struct {
+  pthread_t thread;
+  _Atomic int stop;
+  int flips;
+} fx_flap_t;
+
+static void *flap_main(void *arg) {
+  fx_flap_t *f = arg;
+  redisContext *c = fpt_redis_connect();
+  for (int on = 1; c && !atomic_load(&f->stop); on = !on) {
+    redisReply *r = redisCommand(c, "CONFIG SET maxmemory %s", on ? "1mb" : "0");
+    if (!r) break;
+    freeReplyObject(r);
+    f->flips++;
+    usleep(15000);
+  }
+  redisFree(c);
+  return NULL;
+}
+
+void fx_r7_inject(fx_ctx_t *ctx) {
+  fx_flap_t *f = calloc(1, sizeof(*f));
+  redis_do("CONFIG SET maxmemory-policy", "CONFIG SET maxmemory-policy noeviction");
+  if (!FPT_CHECK(f != NULL, "allocate the flapper")) return;
+  if (!FPT_CHECK(pthread_create(&f->thread, NULL, flap_main, f) == 0, "start the flapper")) {
+    free(f);
+    return;
+  }
+  ctx->aux = f;
+}
+
+void fx_r7_clear(fx_ctx_t *ctx) {
+  fx_flap_t *f = ctx->aux;
+  if (f) {
+    atomic_store(&f->stop, 1);
+    pthread_join(f->thread, NULL);
+    FPT_CHECK(f->flips >= 100, "maxmemory flipped %d times", f->flips);
+    fx_note(ctx, "maxmemory flipped %d times", f->flips);
+    free(f);
+  }
+  ctx->aux = NULL;
   redis_do("CONFIG SET maxmemory 0", "CONFIG SET maxmemory 0");
 }
 
