@@ -208,7 +208,7 @@ class Bench:
         r["redis_cmd_us"] = round((t1[1] - t0[1]) / m, 1)      # of which in redis.call()ed commands
         r["redis_cpu_us"] = round((t1[2] - t0[2]) / HZ / m * 1e6, 1) if self.rpid else None
         r["broker_cpu_us"] = round((t1[3] - t0[3]) / HZ / m * 1e6, 1) if self.kpid else None
-        r.update(name=name, workers=workers or os.cpu_count(), instances=instances, backend=backend,
+        r.update(name=name, workers=workers or 2 * os.cpu_count(), instances=instances, backend=backend,
                  redis_cmds_per_mention=round((c1 - c0 - 1) / max(r["mentions"], 1), 2))
         if binary == "fpbench":
             try:
@@ -472,7 +472,7 @@ class Bench:
         log("round trips (engine through the public API, same configuration)")
         self.e2e("roundtrips", n_short, topic=short_topic, binary="fpbench")
         log("scaling")
-        for w in ((1,) if sm else (1, 2, 4)):
+        for w in ((1,) if sm else (1, 2, 4, 8)):
             self.e2e(f"workers{w}", n_short, topic=short_topic, workers=w)
         if not sm:
             self.e2e("instances2", n_short, topic=short_topic, instances=2)
@@ -534,7 +534,7 @@ def report(R, path, smoke, elapsed):
       f"({R['redis_conf']}), all on loopback and on the same {cores} cores as the engine |")
     w(f"| engine | `flashpoint run` (linked with jemalloc), Release build, example rule pack (`rules/`, 5 rules), "
       f"store.backend=redis, delivery at-least-once, batch.size {BATCH} (mentions per partition run and Redis round trip), commit every 1 s, "
-      f"workers = {cores} (one per core) unless said |")
+      f"workers = {2 * cores} (the default: two per core) unless said |")
     w(f"| input | engine/gen.h stream: 200 brands, 50k authors, 1% out of order, 4 injected crises; "
       f"~300 bytes per mention; key = brand; {PARTS} partitions; lz4 |")
     w("")
@@ -570,7 +570,7 @@ def report(R, path, smoke, elapsed):
     w("")
     w("| run | mentions | workers x instances | mentions/s | per core | wall mentions/s | CPU us/mention | cores busy | Redis cmds/mention | RSS half-way / end / peak (MB) |")
     w("|---|---|---|---|---|---|---|---|---|---|")
-    for k in ("main_long", "hll3000", "main_short", "exactly_once", "roundtrips", "workers1", "workers2", "workers4", "instances2", "memory_store", "batch1000", "main_peerset"):
+    for k in ("main_long", "hll3000", "main_short", "exactly_once", "roundtrips", "workers1", "workers2", "workers4", "workers8", "instances2", "memory_store", "batch1000", "main_peerset"):
         r = runs.get(k)
         if not r:
             continue

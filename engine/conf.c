@@ -66,7 +66,8 @@ static const fp_confdef_t fp_confdefs[] = {
     {"rules.strikes.quarantine", T_INT, "3", 1, 1000, NULL, F(rules_strikes_quarantine), 0,
      "Watchdog strikes after which a rule loads quarantined."},
     {"workers", T_INT, "0", 0, 256, NULL, F(workers), 0,
-     "Worker threads, each with its own Lua state and Redis connection; 0 = one per core."},
+     "Worker threads, each with its own Lua state and Redis connection; 0 = two per core (a "
+     "worker waits on the store about as long as it computes)."},
     {"batch.size", T_INT, "4000", 1, 100000, NULL, F(batch_size), 0,
      "Mentions of one partition a worker evaluates per state-store round trip (at most). The "
      "store pays once per window a round trip touches, so larger runs cost less per mention "

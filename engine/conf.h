@@ -33,7 +33,7 @@ struct fp_conf_s {
   int64_t rules_watch, rules_watchdog_ms, rules_strikes_quarantine;
   char *rules_strikes_dir;
   /* processing */
-  int64_t workers;         /* 0: one per core */
+  int64_t workers;         /* 0: two per core */
   int64_t batch_size;
   int64_t queue_max;       /* messages queued per worker before partitions are paused */
   int64_t linger_ms;       /* how long a worker waits for a fuller run when few are queued */
