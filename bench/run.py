@@ -467,6 +467,10 @@ class Bench:
         log("end to end: long stream (also the memory run)")
         long_topic = self.topic("main_long", n_long)
         main = self.e2e("main_long", n_long, topic=long_topic)
+        if not sm:  # the goal is judged on the median of three: one run swings by 10-20% here
+            mains = [main] + [self.e2e(f"main_long{rep}", n_long, topic=long_topic) for rep in ("b", "c")]
+            main = sorted(mains, key=lambda r: r["rate"])[1]
+        self.R["main_median"] = main["name"]
         if not sm:  # the same long stream on Redis's default HyperLogLog setting
             self.redis("CONFIG", "SET", "hll-sparse-max-bytes", "3000")
             try:
@@ -525,7 +529,9 @@ def cpu_model():
 
 def report(R, path, smoke, elapsed):
     runs = R["runs"]
-    m = runs["main_long"]
+    m = runs[R.get("main_median", "main_long")]  # the median of the main_long runs
+    longs = [runs[k] for k in ("main_long", "main_longb", "main_longc") if k in runs]
+    long_rates = ", ".join(f"{r['rate']:,}" for r in longs)
     cores = os.cpu_count()
     commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--", "engine", "rules", "include"],
@@ -570,7 +576,9 @@ def report(R, path, smoke, elapsed):
     w("| goal | target | measured | |")
     w("|---|---|---|---|")
     w(f"| end to end, example pack, Redis windows, at-least-once | >= 100,000 mentions/s | "
-      f"{m['rate']:,} mentions/s ({m['rate'] / cores:,.0f} per core) | {'met' if m['rate'] >= 100000 else 'NOT met'} |")
+      f"{m['rate']:,} mentions/s ({m['rate'] / cores:,.0f} per core; median of {len(longs)} runs: "
+      f"{long_rates}) | "
+      f"{'met' if m['rate'] >= 100000 else 'NOT met'} |")
     w(f"| p99 mention-to-incident latency at 50% of peak | < 250 ms | {l50.get('p99_ms')} ms "
       f"(median of {len(l50s)} runs: {', '.join(str(r['p99_ms']) for r in l50s)} ms; its p50 {l50.get('p50_ms')} ms, "
       f"{l50.get('samples')} incidents) | "
@@ -588,7 +596,7 @@ def report(R, path, smoke, elapsed):
     w("")
     w("| run | mentions | workers x instances | mentions/s | per core | wall mentions/s | CPU us/mention | cores busy | Redis cmds/mention | RSS half-way / end / peak (MB) |")
     w("|---|---|---|---|---|---|---|---|---|---|")
-    for k in ("main_long", "hll3000", "main_short", "exactly_once", "roundtrips", "workers1", "workers2", "workers4", "workers8", "instances2", "memory_store", "batch1000", "main_peerset"):
+    for k in ("main_long", "main_longb", "main_longc", "hll3000", "main_short", "exactly_once", "roundtrips", "workers1", "workers2", "workers4", "workers8", "instances2", "memory_store", "batch1000", "main_peerset"):
         r = runs.get(k)
         if not r:
             continue
