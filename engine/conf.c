@@ -403,6 +403,11 @@ void fp_conf_print_help(FILE *out, int md) {
                  "FLASHPOINT_REDIS_HOST=redis, FLASHPOINT_KAFKA__BOOTSTRAP__SERVERS=kafka:9092.\n");
 }
 
+size_t fp_conf_workers(const fp_conf_t *c, long cores) {
+  if (c->workers > 0) return (size_t)c->workers;
+  return cores > 0 ? 2 * (size_t)cores : 1;
+}
+
 fp_err_t fp_conf_each_kafka(const fp_conf_t *c, const char *which, fp_conf_kv_fn fn,
                             void *opaque, char *errstr, size_t es) {
   char own[32];

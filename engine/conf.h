@@ -62,6 +62,10 @@ struct fp_conf_s {
   size_t nkv;
 };
 
+/** The number of worker threads @p conf asks for: `workers`, or when it is 0 two per online
+ * core (@p cores; a worker waits on the store about as long as it computes, see engine.c). */
+size_t fp_conf_workers(const fp_conf_t *conf, long cores);
+
 /** The librdkafka settings for one client. @p which is "consumer" or "producer". Each
  * matching kv is passed with its prefix stripped, through @p fn. */
 typedef fp_err_t (*fp_conf_kv_fn)(void *opaque, const char *key, const char *value,

@@ -335,8 +335,7 @@ fp_engine_t *fp_engine_new(const fp_conf_t *conf, char *errstr, size_t es) {
    * per core left a core idle most of the time while both workers waited on Redis together.
    * Side by side (bench/run.py --quick --vary workers=2,4,3 --repeat 3, 400k, 2 cores):
    * 49-52k/s with 2, 58-61k/s with 4, at 164-174 against 259-277 MB peak RSS. */
-  e->nworkers = e->conf->workers > 0 ? (size_t)e->conf->workers : 2 * (size_t)sysconf(_SC_NPROCESSORS_ONLN);
-  if (e->nworkers < 1) e->nworkers = 1;
+  e->nworkers = fp_conf_workers(e->conf, sysconf(_SC_NPROCESSORS_ONLN));
 
   /* Rules are checked once here so a broken rule set refuses to start (fatal). */
   e->limits.mem_bytes = (size_t)e->conf->rules_memory;

@@ -55,6 +55,11 @@ static void test_file_and_env(void) {
   FPT_CHECK_EQ_INT(fp_conf_load_file(c, path, err, sizeof(err)), FP_OK);
   FPT_CHECK_EQ_STR(c->redis_host, "redis.internal");
   FPT_CHECK_EQ_INT(c->workers, 3);
+  FPT_CHECK_EQ_INT((long)fp_conf_workers(c, 2), 3); /* set: as given, whatever the cores */
+  c->workers = 0;
+  FPT_CHECK_EQ_INT((long)fp_conf_workers(c, 2), 4); /* default: two per core */
+  FPT_CHECK_EQ_INT((long)fp_conf_workers(c, 1), 2);
+  FPT_CHECK_EQ_INT((long)fp_conf_workers(c, -1), 1); /* sysconf failed: one */
   f = fopen(path, "w");
   fprintf(f, "workers = 2\nbogus = 1\n");
   fclose(f);
