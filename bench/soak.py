@@ -628,8 +628,9 @@ def main():
                          "catch-up in full-size runs")
     ap.add_argument("--start-backlog-s", type=float, default=10.0,
                     help="seconds of input produced before each engine process starts, at least")
-    ap.add_argument("--backlog-cap", type=int, default=40000,
-                    help="backlog (mentions) above which the engine's bounded buffers are full")
+    ap.add_argument("--backlog-cap", type=int, default=20000 * 2 * (os.cpu_count() or 1),
+                    help="backlog (mentions) above which the engine's bounded buffers are full "
+                         "(default: queue.max 20,000 x the default workers, two per core)")
     ap.add_argument("--json", default=None, help="write the figures here too")
     a = ap.parse_args()
     ci = a.ci
