@@ -505,8 +505,8 @@ class Soak:
                 fails.append(f"RSS grew {growth:.1f} MB after warm-up (tolerance {tol:.1f} MB)")
             elif growth > tol:
                 warns.append(f"RSS grew {growth:.1f} MB after warm-up (tolerance {tol:.1f} MB) while the engine "
-                             f"fell {backlog:,} mentions behind (> {a.backlog_cap:,} its queues hold): its bounded "
-                             f"buffers filled; judged by the still-growing check only")
+                             f"fell {backlog:,} mentions behind (> --backlog-cap {a.backlog_cap:,}): the messages held in "
+                             f"its bounded buffers can take the tolerance; judged by the still-growing check only")
             # still growing at the end: the last third's median above everything before it
             if third >= 2:
                 before = max(ys[:2 * third])
