@@ -24,6 +24,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+N_STEADY = 1500000  # mentions of the steady-state runs: 25 min of event time at 1000/s
 PARTS = 8
 BATCH = 4000      # Flashpoint's default batch.size; the Python peer consumes as many at a time
 HZ = os.sysconf("SC_CLK_TCK")
@@ -118,6 +119,16 @@ class Bench:
                 total += int(line.split("calls=")[1].split(",")[0])
         return total
 
+    def redis_cmdstats(self):
+        """{command: (calls, usec)} from INFO commandstats (calls inside scripts included)."""
+        out = {}
+        for line in self.redis("INFO", "commandstats").splitlines():
+            if line.startswith("cmdstat_") and "calls=" in line:
+                name = line.split(":")[0][len("cmdstat_"):]
+                out[name] = (int(line.split("calls=")[1].split(",")[0]),
+                             int(line.split("usec=")[1].split(",")[0]))
+        return out
+
     def redis_time(self):
         """(usec inside EVALSHA, usec of the commands scripts and clients called, redis-server
         CPU ticks): where Redis spends its time, from INFO commandstats and /proc."""
@@ -195,6 +206,7 @@ class Bench:
         self.redis("FLUSHALL")
         c0 = self.redis_calls()
         t0 = self.redis_time()
+        s0 = self.redis_cmdstats()
         procs = [spawn(self.engine_cmd(topic, group, workers, backend, binary, extra),
                        f"{self.tmp}/{name}-{i}.log") for i in range(instances)]
         rows = self.watch(group, topic, [p.pid for p in procs], n, self.a.timeout)
@@ -202,8 +214,18 @@ class Bench:
             stop(p)
         c1 = self.redis_calls()
         t1 = self.redis_time()
+        s1 = self.redis_cmdstats()
+        mem = self.redis("INFO", "memory")
         r = self.analyse(rows, n)
+        # what the run left in Redis (windows, memos; FLUSHALL before each run)
+        r["redis_mem_mb"] = round(int(mem.split("used_memory:")[1].split()[0]) / 1048576, 1)
         m = max(r["mentions"], 1)
+        # per command: calls and usec per mention, the costliest first (evalsha is the scripts'
+        # wall time, which includes the commands they call)
+        by = {k: ((c - s0.get(k, (0, 0))[0]) / m, (u - s0.get(k, (0, 0))[1]) / m)
+              for k, (c, u) in s1.items() if not k.startswith(("info", "config", "flushall"))}
+        r["redis_by_cmd"] = {k: {"calls": round(c, 3), "us": round(u, 2)}
+                             for k, (c, u) in sorted(by.items(), key=lambda kv: -kv[1][1]) if c > 0}
         r["redis_script_us"] = round((t1[0] - t0[0]) / m, 1)   # wall time inside the scripts
         r["redis_cmd_us"] = round((t1[1] - t0[1]) / m, 1)      # of which in redis.call()ed commands
         r["redis_cpu_us"] = round((t1[2] - t0[2]) / HZ / m * 1e6, 1) if self.rpid else None
@@ -452,7 +474,8 @@ class Bench:
                     r = self.e2e(f"quick{i}v{j}r{rep}", n, topic=topic, extra={**base, **var})
                     print(json.dumps({"build": bd, "rep": rep, **var, **{k: r[k] for k in (
                         "rate", "cpu_us_per_mention", "redis_script_us", "redis_cmd_us", "redis_cpu_us",
-                        "broker_cpu_us", "redis_cmds_per_mention", "hwm_mb")}}), flush=True)
+                        "broker_cpu_us", "redis_cmds_per_mention", "hwm_mb", "redis_mem_mb", "redis_by_cmd")}}),
+                          flush=True)
 
     def run(self):
         sm = self.smoke
@@ -471,12 +494,14 @@ class Bench:
             mains = [main] + [self.e2e(f"main_long{rep}", n_long, topic=long_topic) for rep in ("b", "c")]
             main = sorted(mains, key=lambda r: r["rate"])[1]
         self.R["main_median"] = main["name"]
-        if not sm:  # the same long stream on Redis's default HyperLogLog setting
-            self.redis("CONFIG", "SET", "hll-sparse-max-bytes", "3000")
-            try:
-                self.e2e("hll3000", n_long, topic=long_topic)
-            finally:
-                self.redis("CONFIG", "SET", "hll-sparse-max-bytes", "12000")
+        if not sm:
+            # the steady state: 25 minutes of event time, so the 10-minute windows are full (the
+            # long stream is 6.7 minutes: they are still filling), with DISTINCT exact (the
+            # default) and HyperLogLog only, side by side (docs/windows.md)
+            log("end to end: steady state (windows full), DISTINCT exact and HyperLogLog only")
+            steady_topic = self.topic("steady", N_STEADY)
+            self.e2e("steady", N_STEADY, topic=steady_topic)
+            self.e2e("steady_hll", N_STEADY, topic=steady_topic, extra={"windows.distinct_exact": 0})
         short_topic = self.topic("short", n_short)
         self.e2e("main_short", n_short, topic=short_topic)
         peak = main["rate"]
@@ -598,21 +623,24 @@ def report(R, path, smoke, elapsed):
     w("")
     w("## End to end (real broker and Redis)")
     w("")
-    w("| run | mentions | workers x instances | mentions/s | per core | wall mentions/s | CPU us/mention | cores busy | Redis cmds/mention | RSS half-way / end / peak (MB) |")
-    w("|---|---|---|---|---|---|---|---|---|---|")
-    for k in ("main_long", "main_longb", "main_longc", "hll3000", "main_short", "exactly_once", "roundtrips", "workers1", "workers2", "workers4", "workers8", "instances2", "memory_store", "batch1000", "main_peerset"):
+    w("| run | mentions | workers x instances | mentions/s | per core | wall mentions/s | CPU us/mention | cores busy | Redis cmds/mention | Redis CPU us/mention | Redis MB at end | RSS half-way / end / peak (MB) |")
+    w("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for k in ("main_long", "main_longb", "main_longc", "steady", "steady_hll", "hll3000", "main_short", "exactly_once", "roundtrips", "workers1", "workers2", "workers4", "workers8", "instances2", "memory_store", "batch1000", "main_peerset"):
         r = runs.get(k)
         if not r:
             continue
         w(f"| {k}{' (store.backend=memory)' if r['backend'] == 'memory' else ''}{' (engine via fpbench engine)' if k == 'roundtrips' else ''}"
           f"{' (batch.size 1000, the default before)' if k == 'batch1000' else ''}"
-          f"{' (Redis hll-sparse-max-bytes 3000, its default)' if k == 'hll3000' else ''} "
+          f"{' (Redis hll-sparse-max-bytes 3000, its default)' if k == 'hll3000' else ''}"
+          f"{' (windows full, DISTINCT exact: the default)' if k == 'steady' else ''}"
+          f"{' (windows full, windows.distinct_exact=0: HyperLogLog only)' if k == 'steady_hll' else ''} "
           f"| {r['mentions']:,}{'' if r['complete'] else ' (timed out)'} | {r['workers']} x {r['instances']} | {r['rate']:,} | "
           f"{r['rate'] / cores:,.0f} | {r['rate_wall']:,} | {r['cpu_us_per_mention']} | {r['cores_busy']} | "
-          f"{r['redis_cmds_per_mention']} | {r['rss_half_mb']} / {r['rss_end_mb']} / {r['hwm_mb']} |")
+          f"{r['redis_cmds_per_mention']} | {r.get('redis_cpu_us')} | {r.get('redis_mem_mb')} | "
+          f"{r['rss_half_mb']} / {r['rss_end_mb']} / {r['hwm_mb']} |")
     w("")
-    # the long stream: its windows have filled (a brand's 10-minute DISTINCT union holds
-    # thousands of authors), so it is the steady state; the short one is still warming up
+    # the long stream is 6.7 minutes of event time: its 10-minute windows are still filling;
+    # the steady runs are 25 minutes
     ms, msh = runs.get("main_long", {}), runs.get("main_short", {})
     if ms.get("redis_script_us") is not None:
         own = ms["redis_script_us"] - ms["redis_cmd_us"]
@@ -632,6 +660,24 @@ def report(R, path, smoke, elapsed):
           f"{ms['broker_cpu_us']} us = **{tot:.1f} us**, so {cores} cores run out at about "
           f"**{cores * 1e6 / max(tot, 1e-9):,.0f} mentions/s** end to end, whatever the scheduling; "
           f"100,000 mentions/s on {cores} cores would need {cores * 10:.0f} us per mention for all three together.")
+        w("")
+    def top_cmds(r, k=5):
+        by = [(c, v) for c, v in (r.get("redis_by_cmd") or {}).items() if c != "evalsha"]
+        return ", ".join(f"{c} {v['us']} us ({v['calls']} calls)" for c, v in by[:k])
+    st, sth = runs.get("steady", {}), runs.get("steady_hll", {})
+    if st.get("redis_by_cmd") or ms.get("redis_by_cmd"):
+        w("The costliest commands the scripts call, per mention (INFO commandstats): ")
+        for name, r in (("main_long", ms), ("steady", st), ("steady_hll", sth)):
+            if r.get("redis_by_cmd"):
+                w(f"- {name}: {top_cmds(r)}")
+        w("")
+    if st.get("rate") and sth.get("rate"):
+        w(f"DISTINCT at the steady state (docs/windows.md, *DISTINCT: exact, then HyperLogLog*), "
+          f"{st['mentions']:,} mentions (25 minutes of event time) one after the other: "
+          f"**{st['rate']:,} mentions/s** with the heads counted exactly (Redis {st.get('redis_cpu_us')} us of CPU "
+          f"per mention, {st.get('redis_mem_mb')} MB at the end) against {sth['rate']:,} mentions/s with "
+          f"HyperLogLog only (Redis {sth.get('redis_cpu_us')} us, {sth.get('redis_mem_mb')} MB): "
+          f"{st['rate'] / max(sth['rate'], 1):.2f}x.")
         w("")
     h3 = runs.get("hll3000", {})
     if h3.get("redis_cpu_us") is not None and ms.get("redis_cpu_us") is not None:

@@ -38,6 +38,7 @@ struct fp_conf_s {
   int64_t queue_max;       /* messages queued per worker before partitions are paused */
   int64_t linger_ms;       /* how long a worker waits for a fuller run when few are queued */
   int64_t lateness_ms;
+  int64_t distinct_exact;  /* windows.distinct_exact: members counted exactly per DISTINCT window */
   int64_t rebuild_ms;      /* history replayed to rebuild windows after Redis lost data */
   int64_t delivery;        /* fp_delivery_t */
   int64_t commit_interval_ms;

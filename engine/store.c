@@ -40,6 +40,7 @@ fp_err_t fp_store_init_common(fp_store_t *st, const fp_store_backend_t *be, cons
   if (!st->prefix) return FP_ERR_NOMEM;
   st->memo_ttl_ms = FP_STORE_DEFAULT_MEMO_TTL_MS;
   st->fence_ttl_ms = FP_STORE_DEFAULT_FENCE_TTL_MS;
+  st->distinct_exact = FP_STORE_DEFAULT_DISTINCT_EXACT;
   return FP_OK;
 }
 
@@ -71,6 +72,10 @@ void fp_store_set_loss_check(fp_store_t *st, int on) {
 
 void fp_store_set_lateness(fp_store_t *st, int64_t lateness_ms) {
   if (st && lateness_ms >= 0) st->lateness_ms = lateness_ms;
+}
+
+void fp_store_set_distinct_exact(fp_store_t *st, int64_t members) {
+  if (st && members >= 0) st->distinct_exact = members;
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -397,6 +402,7 @@ static fp_err_t call_ops(fp_store_t *st, const char *mode, const char *source, c
   if (!err) err = argv_i64(st, first);
   if (!err) err = argv_i64(st, last);
   if (!err) err = argv_str(st, st->blob.data ? st->blob.data : "", st->blob.len);
+  if (!err) err = argv_i64(st, st->distinct_exact);
   static const char kinds[][2] = {"c", "s", "d", "t", "b"};
   for (size_t w = 1; w <= nwin && !err; w++) {
     const fp_win_op_t *op = &ops[st->perm[w == 1 ? 0 : st->wstart[w - 1]]];

@@ -123,6 +123,17 @@ uint64_t fp_store_too_late(const fp_store_t *store);
 /** Sets the allowed lateness (the in-process store has no conf; Redis takes it from conf). */
 void fp_store_set_lateness(fp_store_t *store, int64_t lateness_ms);
 
+/** Default of fp_store_set_distinct_exact(): ~550 KB of Redis memory per window at most. */
+#define FP_STORE_DEFAULT_DISTINCT_EXACT 5000
+/**
+ * Sets how many members a DISTINCT window counts exactly (a sorted set of the members of its
+ * head's buckets) before it goes to a HyperLogLog of them; 0: HyperLogLog only. Exact
+ * counting costs Redis the same per op at any size, where a sparse HyperLogLog's union
+ * costs its size squared to rebuild; the cap bounds the memory (docs/windows.md).
+ * Default FP_STORE_DEFAULT_DISTINCT_EXACT. The in-process store counts exactly either way.
+ */
+void fp_store_set_distinct_exact(fp_store_t *store, int64_t members);
+
 /**
  * Turns on the store-loss check of fp_store_apply(): a call whose source has no fence while
  * @p committed > 0 (Kafka says offsets were done, the store does not know them: it was

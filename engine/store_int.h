@@ -55,6 +55,7 @@ struct fp_store_s {
   int64_t memo_ttl_ms;  /* memo hash expiry */
   int64_t fence_ttl_ms; /* fence key expiry (at least the data's) */
   int64_t lateness_ms;  /* allowed lateness: data retention and "too late" */
+  int64_t distinct_exact; /* members a DISTINCT window counts exactly at most (0: HLL only) */
   int loss_check;       /* refuse (FP_ERR_STORE_LOST) when the fence is gone but committed > 0 */
   uint64_t roundtrips;
   uint64_t ops_in_runs; /* ops sent as part of a run of two or more (apply calls) */

@@ -16,11 +16,23 @@ index = floor(ts_ms / step_ms), computed by the caller in C):
                    whose key (P:wb) was made, and one field per bucket "<b>" = count or sum
                    (COUNT, SUM, TOPK, BASELINE). DISTINCT keeps only h, lo, u, x, k here.
   P:wb:K:<b>       DISTINCT: HyperLogLog of bucket b; TOPK: hash term -> count of bucket b.
-  P:wu:K           DISTINCT: HyperLogLog of the union of buckets h-n+1..h, valid while the
-                   hash field u equals h (rebuilt with PFMERGE when the head has moved), so
-                   the head's distinct count is one PFCOUNT of one key, which Redis caches
-                   until a PFADD changes it, instead of a union of n keys per op. Same
-                   registers as the multi-key PFCOUNT, so the same estimate.
+  P:wz:K           DISTINCT in exact mode (hash field z = "1"; every new window starts in
+                   it): sorted set member -> the newest bucket it was added to, holding the
+                   members of buckets h-n+1..h, so the head's count is ZCARD, exact. A head
+                   move removes the members that left with one ZREMRANGEBYSCORE. When it
+                   would hold more than E members (the call's distinct_exact; 0: never), the
+                   window drops it for good and goes to HyperLogLog mode, until its head
+                   jumps n buckets or more (the window is empty again).
+  P:wu:K           DISTINCT in HyperLogLog mode: HyperLogLog of the union of buckets
+                   h-n+1..h, valid while the hash field u equals h (rebuilt with PFMERGE
+                   when the head has moved), so the head's distinct count is one PFCOUNT of
+                   one key, which Redis caches until a PFADD changes it, instead of a union
+                   of n keys per op. Same registers as the multi-key PFCOUNT, so the same
+                   estimate. Why not always: Redis rebuilds a sparse HyperLogLog register by
+                   register, each a scan of the sparse string, so a PFMERGE costs the union's
+                   size squared (1.8 ms at ~3,000 members, once a minute per window of a busy
+                   brand), and a PFCOUNT after each PFADD re-reads it; ZADD and ZCARD cost
+                   the same at any size. The cap bounds the memory (~110 bytes a member).
   P:fence:S        string: highest offset applied for source S.
   P:memo:S         hash: one record per apply call, "<first>-<last>" (its offsets) -> the
                    caller's index of its ops ("d.k,..." in sending order: offset - first, and
@@ -47,7 +59,7 @@ minute and its TTL is minutes to days: the PEXPIRE of every key on every call wa
 the script's commands.
 
 Protocol (all ARGV, no KEYS; every reply element is a string):
-  apply P S committed memo_ttl fence_ttl lateness_ms losscheck nwin first last index
+  apply P S committed memo_ttl fence_ttl lateness_ms losscheck nwin first last index exact
         then nwin x (key kind n step count runs): the windows this call touches, each
              once, kind in c s d t b, how many ops each has, and in how many runs they come
         then the ops window by window (a window's ops in offset order; windows are
@@ -59,7 +71,8 @@ Protocol (all ARGV, no KEYS; every reply element is a string):
              window in a call share a bucket, and a run costs what one op did.
         Every window's parameters come once per call, not once per op: building ARGV
         strings and converting them is a large part of a call's cost in Redis.
-        first, last: the call's lowest and highest offsets; index: the memo index (P:memo:S)
+        first, last: the call's lowest and highest offsets; index: the memo index (P:memo:S);
+        exact: E, the most members a DISTINCT window counts exactly (0: HyperLogLog only)
         losscheck "1": no fence while committed > 0 means the store lost data: nothing is
         applied and the reply is the error "FPLOST ..." (the engine rebuilds first)
      -> { "A", too_late, "r1;r2;...;rn" } results in sending order: a number, or for BASELINE
@@ -152,6 +165,7 @@ local function hmget(key, fields)
 end
 
 local P = ARGV[2]
+local EXACT = tonumber(ARGV[13]) or 0 -- apply, peek: the most members a window counts exactly
 
 ------------------------------------------------------------------------------------------
 -- Window state, cached for the duration of one call.
@@ -168,16 +182,19 @@ local function win(key, kind, n, step, lb)
   w = { hk = P .. ':w:' .. key, kind = kind, n = n,
         step = step, lb = lb, v = {}, dirty = {}, t = 0, q = 0, changed = false }
   if kind == 'd' then
-    w.pm, w.bk, w.uk = {}, P .. ':wb:' .. key .. ':', P .. ':wu:' .. key
+    w.pm, w.bk, w.uk, w.zk = {}, P .. ':wb:' .. key .. ':', P .. ':wu:' .. key, P .. ':wz:' .. key
   elseif kind == 't' then
     w.ti, w.tib, w.bk = {}, {}, P .. ':wb:' .. key .. ':'
   end
-  local r = call('HMGET', w.hk, 'h', 'lo', 't', 'q', 'u', 'x', 'k')
+  local r = call('HMGET', w.hk, 'h', 'lo', 't', 'q', 'u', 'x', 'k', 'z')
   if r[1] then
     w.h, w.lo, w.t, w.q = tonumber(r[1]), tonumber(r[2]), num(r[3]), num(r[4])
     w.uh = r[5] and tonumber(r[5]) -- DISTINCT: the head the union key was built for
     w.x, w.kb = r[6] and tonumber(r[6]), r[7] and tonumber(r[7])
     w.slo, w.shi = w.lo, w.h -- stored buckets not yet cached lie in [slo, shi]
+    w.ex = r[8] == '1' -- DISTINCT: exact mode (P:wz:K counts the head)
+  elseif kind == 'd' and EXACT > 0 then
+    w.ex, w.fresh = true, true -- a new window: P:wz:K may be a leftover, emptied at first use
   end
   W[key] = w
   WL[#WL + 1] = w
@@ -252,6 +269,35 @@ local function prune(w, oldh)
   w.ws, w.bs, w.dc = nil, nil, nil
 end
 
+-- DISTINCT, exact mode: the number of members of buckets h-n+1..h (ZCARD once per call).
+local function zcard(w)
+  local c = w.zc
+  if c == nil then
+    if w.fresh then
+      call('DEL', w.zk) -- a leftover of an expired window would count members it never had
+      w.fresh, c = nil, 0
+    else
+      c = call('ZCARD', w.zk)
+    end
+    w.zc = c
+  end
+  return c
+end
+
+-- DISTINCT: exact mode -> HyperLogLog mode (the set would pass the cap). The union is built
+-- from the bucket keys, which have every member, at the next head count.
+local function to_hll(w)
+  call('DEL', w.zk)
+  w.ex, w.zc, w.uh, w.modechg = false, nil, nil, true
+end
+
+-- DISTINCT: HyperLogLog mode -> exact mode, when every bucket of the window has left it.
+local function to_exact(w)
+  if w.uh then call('DEL', w.uk) end
+  call('DEL', w.zk)
+  w.ex, w.zc, w.uh, w.modechg = true, 0, nil, true
+end
+
 local function advance(w, b)
   local n, oh = w.n, w.h
   if w.kind == 'b' then
@@ -264,7 +310,15 @@ local function advance(w, b)
       for j = oh, b - 1 do local x = get(w, j); w.t = w.t + x; w.q = w.q + x * x end
       for j = oh - n, b - n - 1 do local x = get(w, j); w.t = w.t - x; w.q = w.q - x * x end
     end
-  elseif w.kind ~= 'd' then
+  elseif w.kind == 'd' then
+    if w.ex then -- the members whose newest bucket leaves the window
+      if w.fresh then zcard(w) end -- a new window's leftover set goes first
+      local gone = call('ZREMRANGEBYSCORE', w.zk, '-inf', fint(b - n))
+      if w.zc then w.zc = w.zc - gone end
+    elseif b - oh >= n and EXACT > 0 then
+      to_exact(w)
+    end
+  else
     if b - oh >= n then
       w.t = 0
     else
@@ -343,6 +397,7 @@ local function union(w)
 end
 
 local function dcount(w, b)
+  if w.ex and w.h ~= nil and b == w.h then return zcard(w) end
   local dc = w.dc
   if not dc then dc = {}; w.dc = dc end
   local c = dc[b]
@@ -435,9 +490,20 @@ local function apply(w, b, amount, member)
       if b < w.lo then w.lo = b end
       local hc = w.dc and w.h ~= nil and w.dc[w.h]
       w.dc = nil -- a count over b may change
+      if w.ex then
+        -- the head's set: the member with its newest bucket (GT: an older bucket does not
+        -- move it back); a new member of the head's buckets is one more
+        if b > w.h - w.n then
+          local c = zcard(w)
+          if call('ZADD', w.zk, 'GT', fint(b), member) == 1 then
+            if c == 0 then w.znew = true end -- a new key: its expiry is set at flush
+            w.zc = c + 1
+            if w.zc > EXACT then to_hll(w) end
+          end
+        end
       -- keep the head's union current (it is rebuilt anyway if built for another head); if
       -- it already had the member, the head's count stands
-      if w.uh == w.h and b > w.h - w.n then
+      elseif w.uh == w.h and b > w.h - w.n then
         if call('PFADD', w.uk, member) == 0 and hc then w.dc = { [w.h] = hc } end
       end
     end
@@ -515,6 +581,13 @@ local function flush(w)
   if w.kind == 'd' and w.uh then
     args[#args + 1] = 'u'; args[#args + 1] = fint(w.uh)
   end
+  if w.ex then
+    args[#args + 1] = 'z'; args[#args + 1] = '1'
+  end
+  if w.modechg then -- the other mode's field goes
+    w.del = w.del or {}
+    w.del[#w.del + 1] = w.ex and 'u' or 'z'
+  end
   if refresh then
     args[#args + 1] = 'x'; args[#args + 1] = fint(now + ttl)
   end
@@ -539,11 +612,13 @@ local function flush(w)
     -- key the window can still read (made ones among them), all at once
     call('PEXPIRE', w.hk, ttl)
     if w.uh then call('PEXPIRE', w.uk, ttl) end
+    if w.ex and (w.zc or 1) > 0 then call('PEXPIRE', w.zk, ttl) end
     if w.bk then
       for b = max(w.lo, w.h - w.n - w.lb), w.h do call('PEXPIRE', bkey(w, b), ttl) end
     end
   else
     if w.uk_new and w.uh then call('PEXPIRE', w.uk, ttl) end
+    if w.znew and w.ex and (w.zc or 1) > 0 then call('PEXPIRE', w.zk, ttl) end
     if w.made then
       for b in pairs(w.made) do call('PEXPIRE', bkey(w, b), ttl) end
     end
@@ -580,7 +655,7 @@ end
 -- run has v: a DISTINCT member already added, or a run too late). Returns the last index
 -- written (one per result, not per op).
 local function each_op(nwin, lateness, outs, base, fn, peeking)
-  local wbase = 13
+  local wbase = 14
   local a = wbase + nwin * 6 -- the next op's first argument
   local i = base
   for wi = 0, nwin - 1 do

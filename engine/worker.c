@@ -755,6 +755,7 @@ fp_err_t fp_worker_init(fp_worker_t *w, fp_engine_t *e, int idx, char *errstr, s
     if (store && !e->eos) fp_store_set_loss_check(store, 1);
   }
   if (!store) return FP_ERR_REDIS;
+  fp_store_set_distinct_exact(store, e->conf->distinct_exact);
   if (!(w->pipeline = fp_pipeline_new(e->conf, &e->limits, store, e->metrics, errstr, es)))
     return FP_ERR_RULE_LOAD;
   return FP_OK;

@@ -78,14 +78,18 @@ static size_t check_ttls(redisContext *c) {
   return n;
 }
 
-static void run_seed(uint64_t seed, int64_t t0, int dense) {
+/* @p exact: the store's distinct_exact, -1 for the default (5000: more than the stream's
+ * 1000 members, so every DISTINCT window stays exact) */
+static void run_seed(uint64_t seed, int64_t t0, int dense, int exact) {
   ref_t r;
   ref_stream_t s;
-  char name[32];
-  snprintf(name, sizeof(name), "seed%llu%s", (unsigned long long)seed, dense ? "d" : "");
+  char name[48];
+  snprintf(name, sizeof(name), "seed%llu%s%s%d", (unsigned long long)seed, dense ? "d" : "",
+           exact < 0 ? "" : "x", exact);
   fp_store_t *st = new_redis(name), *mem = new_mem();
   redisContext *c = fpt_redis_connect();
   if (!st || !mem || !c) goto out;
+  if (exact >= 0) fp_store_set_distinct_exact(st, exact);
   ref_stream_build(&r, &s, seed, 2000, t0, LATENESS_MS, "r", dense);
   fp_win_value_t *got = calloc(s.n, sizeof(*got)), *gotm = calloc(s.n, sizeof(*gotm));
   uint64_t rt0 = fp_store_roundtrips(st);
@@ -109,7 +113,18 @@ static void run_seed(uint64_t seed, int64_t t0, int dense) {
                 got[i].mean, got[i].stddev, gotm[i].value, gotm[i].mean, gotm[i].stddev);
   }
   FPT_CHECK(differ == 0, "%zu ops differ between redis and mem", differ);
-  size_t nkeys = check_ttls(c);
+  /* exact mode: a DISTINCT op at its window's head has the exact count, not an estimate */
+  size_t head = 0, inexact = 0;
+  for (size_t i = 0; i < s.n && exact < 0; i++) {
+    if (s.ops[i].spec->kind != FP_WIN_DISTINCT || !s.at_head[i]) continue;
+    head++;
+    if (got[i].value != s.expect[i].value && inexact++ < 5)
+      FPT_CHECK(0, "op %zu at the head: redis %.17g, exact %.17g", i, got[i].value, s.expect[i].value);
+  }
+  if (exact < 0) {
+    FPT_CHECK(head > 20, "DISTINCT ops at the head: %zu", head);
+    FPT_CHECK(inexact == 0, "%zu of %zu DISTINCT ops at the head not exact", inexact, head);
+  }  size_t nkeys = check_ttls(c);
   FPT_CHECK(nkeys > 0, "keys found under %s", prefix);
   /* memo pruning: only the last batches' offsets (committed trails by one batch) remain */
   char mk[128];
@@ -133,10 +148,15 @@ out:
 }
 
 static void test_random_streams(void) {
-  for (uint64_t seed = 11; seed <= 14; seed++) run_seed(seed, 1764000000000LL + (int64_t)seed * 104729, 0);
-  run_seed(15, -2 * 3600000LL, 0);
+  for (uint64_t seed = 11; seed <= 14; seed++) run_seed(seed, 1764000000000LL + (int64_t)seed * 104729, 0, -1);
+  run_seed(15, -2 * 3600000LL, 0, -1);
+  /* HyperLogLog only (distinct_exact 0), and windows that pass a small cap and go over to
+   * HyperLogLog mode part-way */
+  run_seed(16, 1764000000000LL + 16 * 104729, 0, 0);
+  run_seed(17, 1764000000000LL + 17 * 104729, 0, 12);
   /* high rate: most ops go as runs (same bucket, same member), late ones too */
-  for (uint64_t seed = 21; seed <= 23; seed++) run_seed(seed, 1764000000000LL + (int64_t)seed * 7919, 1);
+  for (uint64_t seed = 21; seed <= 23; seed++) run_seed(seed, 1764000000000LL + (int64_t)seed * 7919, 1, -1);
+  run_seed(24, 1764000000000LL + 24 * 7919, 1, 2);
 }
 
 static const fp_win_spec_t count_10m = {FP_WIN_COUNT, 600000, 60000};
@@ -247,11 +267,13 @@ out:
   fp_store_destroy(st);
 }
 
-/* The key of window "e": its hash (HK), union (UK) or the HyperLogLog of bucket b (BK). */
-enum { HK, UK, BK };
+/* The key of window "e": its hash (HK), union (UK), exact set (ZK) or the HyperLogLog of
+ * bucket b (BK). */
+enum { HK, UK_, ZK, BK };
 static const char *wkey(char *k, size_t n, int which, long long b) {
   if (which == HK) snprintf(k, n, "%s:w:e", prefix);
-  else if (which == UK) snprintf(k, n, "%s:wu:e", prefix);
+  else if (which == UK_) snprintf(k, n, "%s:wu:e", prefix);
+  else if (which == ZK) snprintf(k, n, "%s:wz:e", prefix);
   else snprintf(k, n, "%s:wb:e:%lld", prefix, b);
   return k;
 }
@@ -273,14 +295,17 @@ static void set_pttl(redisContext *c, int which, long long b, long long ms) {
 }
 
 /* Expiry is set when a key is made and refreshed for all of a window's keys once half of the
- * TTL has passed (the hash's x), not on every call. */
-static void test_expiry_refresh(void) {
+ * TTL has passed (the hash's x), not on every call. @p exact: the window counts its head
+ * with the exact set (ZK), else with the union HyperLogLog (UK). */
+static void expiry_case(int exact) {
   static const fp_win_spec_t d10 = {FP_WIN_DISTINCT, 600000, 60000};
   const long long ttl = (10 + 2 + (LATENESS_MS + 59999) / 60000) * 60000LL, mark = ttl - 100000;
+  const int UK = exact ? ZK : UK_; /* the head's key */
   char err[256];
-  fp_store_t *st = new_redis("expiry");
+  fp_store_t *st = new_redis(exact ? "expiryx" : "expiry");
   redisContext *c = fpt_redis_connect();
   if (!st || !c) goto out;
+  fp_store_set_distinct_exact(st, exact ? 100 : 0);
   int64_t t0 = fp_now_ms() / 60000 * 60000; /* bucket b starts here */
   long long b = t0 / 60000;
   fp_win_op_t op = {.offset = 1, .key = "e", .spec = &d10, .ts_ms = t0 + 1000, .member = "a"};
@@ -303,7 +328,11 @@ static void test_expiry_refresh(void) {
   FPT_CHECK(fp_store_apply(st, "s", &op, 1, 0, NULL, err, sizeof(err)) == FP_OK, "%s", err);
   FPT_CHECK_NEAR(op.out.value, 3, 0);
   FPT_CHECK(pttl(c, BK, b + 1) > ttl - 5000, "new bucket key: %lld", pttl(c, BK, b + 1));
-  FPT_CHECK(pttl(c, UK, 0) > ttl - 5000, "rebuilt union key: %lld", pttl(c, UK, 0));
+  if (exact) /* the set is not rebuilt when the head moves: it keeps its expiry */
+    FPT_CHECK(pttl(c, UK, 0) <= mark && pttl(c, UK, 0) > 0, "set kept its expiry: %lld", pttl(c, UK, 0));
+  else
+    FPT_CHECK(pttl(c, UK, 0) > ttl - 5000, "rebuilt union key: %lld", pttl(c, UK, 0));
+  FPT_CHECK(pttl(c, exact ? UK_ : ZK, 0) == -2, "the other mode's key: %lld", pttl(c, exact ? UK_ : ZK, 0));
   FPT_CHECK(pttl(c, HK, 0) <= mark, "hash still not refreshed: %lld", pttl(c, HK, 0));
 
   /* half of the TTL has passed (as the hash's x says): every key of the window is refreshed,
@@ -319,6 +348,82 @@ static void test_expiry_refresh(void) {
   FPT_CHECK(pttl(c, BK, b) > ttl - 5000, "untouched bucket refreshed: %lld", pttl(c, BK, b));
   FPT_CHECK(pttl(c, BK, b + 1) > ttl - 5000, "bucket refreshed: %lld", pttl(c, BK, b + 1));
   check_ttls(c);
+out:
+  if (c) redisFree(c);
+  fp_store_destroy(st);
+}
+
+static void test_expiry_refresh(void) {
+  expiry_case(0);
+  expiry_case(1);
+}
+
+/* Window "e" is in exact mode (its set, z = 1, no union) or HyperLogLog mode (the union and
+ * u, no set, no z). */
+static void check_mode(redisContext *c, int exact) {
+  redisReply *r = fpt_redis_cmd(c, "EXISTS %s:%s:e", prefix, exact ? "wz" : "wu");
+  FPT_CHECK(r && r->type == REDIS_REPLY_INTEGER && r->integer == 1, "%s key", exact ? "set" : "union");
+  if (r) freeReplyObject(r);
+  r = fpt_redis_cmd(c, "EXISTS %s:%s:e", prefix, exact ? "wu" : "wz");
+  FPT_CHECK(r && r->type == REDIS_REPLY_INTEGER && r->integer == 0, "no %s key", exact ? "union" : "set");
+  if (r) freeReplyObject(r);
+  r = fpt_redis_cmd(c, "HMGET %s:w:e z u", prefix);
+  int z = r && r->elements == 2 && r->element[0]->type == REDIS_REPLY_STRING;
+  int u = r && r->elements == 2 && r->element[1]->type == REDIS_REPLY_STRING;
+  FPT_CHECK(z == exact && u == !exact, "fields: z %d u %d", z, u);
+  if (r) freeReplyObject(r);
+}
+
+/* DISTINCT's modes: exact (a sorted set of the head's members) while the window has at most
+ * distinct_exact members, then HyperLogLog (the union of the bucket keys), and exact again
+ * once every bucket has left the window. */
+static void test_distinct_modes(void) {
+  static const fp_win_spec_t d10 = {FP_WIN_DISTINCT, 600000, 60000};
+  char err[256], m[32];
+  fp_store_t *st = new_redis("modes");
+  redisContext *c = fpt_redis_connect();
+  if (!st || !c) goto out;
+  fp_store_set_distinct_exact(st, 20);
+  int64_t t0 = 1764000000000LL / 60000 * 60000;
+  fp_win_op_t ops[40];
+  /* 20 members over two buckets: exact; the set holds them with their newest bucket */
+  for (int i = 0; i < 20; i++) {
+    snprintf(m, sizeof(m), "m%d", i % 15);
+    ops[i] = (fp_win_op_t){.offset = i + 1, .key = "e", .spec = &d10,
+                           .ts_ms = t0 + (i < 15 ? 1000 : 61000), .member = strdup(m)};
+  }
+  FPT_CHECK(fp_store_apply(st, "s", ops, 20, 0, NULL, err, sizeof(err)) == FP_OK, "%s", err);
+  FPT_CHECK_NEAR(ops[14].out.value, 15, 0);
+  FPT_CHECK_NEAR(ops[19].out.value, 15, 0); /* m0..m4 again, in the next bucket */
+  redisReply *r = fpt_redis_cmd(c, "ZCARD %s:wz:e", prefix);
+  FPT_CHECK(r && r->type == REDIS_REPLY_INTEGER && r->integer == 15, "set: %lld", r ? r->integer : -1);
+  if (r) freeReplyObject(r);
+  r = fpt_redis_cmd(c, "ZSCORE %s:wz:e m0", prefix);
+  FPT_CHECK(r && r->type == REDIS_REPLY_STRING && atoll(r->str) == t0 / 60000 + 1, "m0's bucket");
+  if (r) freeReplyObject(r);
+  check_mode(c, 1);
+  /* ten buckets on, bucket 0 leaves: m5..m14 (only there) go, m0..m4 stay */
+  fp_win_op_t op = {.offset = 21, .key = "e", .spec = &d10, .ts_ms = t0 + 600000 + 1000, .member = "m0"};
+  FPT_CHECK(fp_store_apply(st, "s", &op, 1, 0, NULL, err, sizeof(err)) == FP_OK, "%s", err);
+  FPT_CHECK_NEAR(op.out.value, 5, 0);
+  /* 20 new members: past the cap, the window goes to HyperLogLog mode for good */
+  for (int i = 0; i < 20; i++) {
+    free((char *)ops[i].member);
+    snprintf(m, sizeof(m), "n%d", i);
+    ops[i] = (fp_win_op_t){.offset = 22 + i, .key = "e", .spec = &d10,
+                           .ts_ms = t0 + 600000 + 2000, .member = strdup(m)};
+  }
+  FPT_CHECK(fp_store_apply(st, "s", ops, 20, 0, NULL, err, sizeof(err)) == FP_OK, "%s", err);
+  FPT_CHECK_NEAR(ops[14].out.value, 20, 0); /* the 20th member: still exact */
+  FPT_CHECK(fabs(ops[19].out.value - 25) <= 1, "HyperLogLog after the cap: %g", ops[19].out.value);
+  check_mode(c, 0);
+  /* ten buckets of silence: the window is empty, exact again */
+  op = (fp_win_op_t){.offset = 42, .key = "e", .spec = &d10, .ts_ms = t0 + 1200000 + 3000, .member = "n0"};
+  FPT_CHECK(fp_store_apply(st, "s", &op, 1, 0, NULL, err, sizeof(err)) == FP_OK, "%s", err);
+  FPT_CHECK_NEAR(op.out.value, 1, 0);
+  check_mode(c, 1);
+  check_ttls(c);
+  for (int i = 0; i < 20; i++) free((char *)ops[i].member);
 out:
   if (c) redisFree(c);
   fp_store_destroy(st);
@@ -426,5 +531,6 @@ int main(void) {
   fpt_run("fatal_errors", test_fatal_errors);
   fpt_run("kill_restart", test_kill_restart);
   fpt_run("expiry_refresh", test_expiry_refresh);
+  fpt_run("distinct_modes", test_distinct_modes);
   return fpt_done();
 }

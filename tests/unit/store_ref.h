@@ -189,6 +189,7 @@ typedef struct {
   int *member;   /* member index per op (-1 none) */
   char (*mbuf)[16];
   fp_win_value_t *expect;
+  unsigned char *at_head; /* 1: the op was applied and its bucket is its window's head */
   int64_t last_ts;
 } ref_stream_t;
 
@@ -229,6 +230,7 @@ static void ref_stream_build(ref_t *r, ref_stream_t *st, uint64_t seed, size_t n
   st->member = calloc(cap, sizeof(*st->member));
   st->mbuf = calloc(cap, sizeof(*st->mbuf));
   st->expect = calloc(cap, sizeof(*st->expect));
+  st->at_head = calloc(cap, sizeof(*st->at_head));
   int64_t cur = t0, late = t0, too_late = t0;
   for (size_t off = 0; off < noffsets; off++) {
     cur += ref_range(&g, 0, dense ? 300 : 20000);
@@ -259,7 +261,9 @@ static void ref_stream_build(ref_t *r, ref_stream_t *st, uint64_t seed, size_t n
       st->ops[i].ts_ms = ts;
       st->ops[i].amount = amount;
       st->ops[i].member = ref_member_name(w->spec.kind, member, st->mbuf[i], sizeof(st->mbuf[i]));
+      size_t late0 = r->too_late;
       ref_apply(r, wi, ts, amount, member, &st->expect[i]);
+      st->at_head[i] = r->too_late == late0 && r->w[wi].head == ref_floordiv(ts, w->spec.step_ms);
     }
   }
   st->last_ts = cur;
@@ -271,6 +275,7 @@ static void ref_stream_free(ref_stream_t *st) {
   free(st->member);
   free(st->mbuf);
   free(st->expect);
+  free(st->at_head);
 }
 
 /* 1 if a and b agree: exactly (1e-9 relative) or, for DISTINCT with tol, within 2% + 2. */
