@@ -51,7 +51,7 @@ else
   skipped "apt-cache has no package lists here: package names not verified (not counted)"
 fi
 
-for p in cmake ninja-build pkg-config librdkafka-dev liblua5.4-dev libjansson-dev libhiredis-dev libmicrohttpd-dev; do
+for p in cmake ninja-build pkg-config librdkafka-dev liblua5.4-dev libjansson-dev libyajl-dev libhiredis-dev libmicrohttpd-dev; do
   check "build stage installs $p" grep -qx "$p" <(packages build)
 done
 cmake_line=$(grep -o 'cmake -S[^&]*' <<<"$build" | head -1)

@@ -23,6 +23,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "jdecode.h"
+
 typedef enum { FT_ANY = 0, FT_STRING, FT_INT, FT_NUMBER, FT_BOOL, FT_TIME, FT_STRARRAY } ftype_t;
 
 typedef struct field_s {
@@ -611,12 +613,12 @@ fp_err_t fp_mapping_apply(const fp_mapping_t *m, json_t *doc_in, json_t **doc_ou
 
 fp_err_t fp_mapping_transform(const fp_mapping_t *m, const void *buf, size_t len, fp_buf_t *out, char *errstr,
                               size_t es) {
-  json_error_t jerr;
-  json_t *in = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr), *doc = NULL;
+  char jerr[160];
+  json_t *in = fp_json_decode(buf, len, jerr, sizeof(jerr)), *doc = NULL;
   fp_err_t err;
   char *s;
   fp_buf_reset(out);
-  if (!in) return fp_seterr(errstr, es, FP_ERR_DECODE, "invalid JSON at byte %d: %s", jerr.position, jerr.text);
+  if (!in) return fp_seterr(errstr, es, FP_ERR_DECODE, "invalid JSON %s", jerr);
   if (!json_is_object(in)) {
     json_decref(in);
     return fp_seterr(errstr, es, FP_ERR_DECODE, "the message is not a JSON object");

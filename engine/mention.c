@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "jarena.h"
+#include "jdecode.h"
 #include "util.h"
 
 /* Mentions older than this or further in the future than FP_MAX_FUTURE_MS are rejected:
@@ -79,7 +80,7 @@ static fp_err_t decode_time(json_t *v, int64_t *out, char *errstr, size_t es) {
 fp_err_t fp_mention_decode(const void *buf, size_t len, size_t max_bytes, fp_mention_t *out,
                            char *errstr, size_t es) {
   fp_mention_t m;
-  json_error_t jerr;
+  char jerr[160];
   json_t *v, *author, *eng;
   fp_err_t err;
 
@@ -89,10 +90,8 @@ fp_err_t fp_mention_decode(const void *buf, size_t len, size_t max_bytes, fp_men
                      max_bytes);
   if (!buf || len == 0)
     return fp_seterr(errstr, es, FP_ERR_DECODE, "empty message (null value or tombstone)");
-  m.doc = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
-  if (!m.doc)
-    return fp_seterr(errstr, es, FP_ERR_DECODE, "invalid JSON at byte %d: %s", jerr.position,
-                     jerr.text);
+  m.doc = fp_json_decode(buf, len, jerr, sizeof(jerr));
+  if (!m.doc) return fp_seterr(errstr, es, FP_ERR_DECODE, "invalid JSON %s", jerr);
   if (!json_is_object(m.doc)) {
     err = fp_seterr(errstr, es, FP_ERR_SCHEMA, "mention must be a JSON object");
     goto fail;

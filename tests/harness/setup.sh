@@ -19,7 +19,7 @@ for arg in "$@"; do
 	esac
 done
 PACKAGES=(build-essential cmake ninja-build pkg-config librdkafka-dev liblua5.4-dev lua5.4 chromium
-	libjansson-dev libhiredis-dev libmicrohttpd-dev zlib1g-dev libjemalloc-dev redis-server kcat clang
+	libjansson-dev libyajl-dev libhiredis-dev libmicrohttpd-dev zlib1g-dev libjemalloc-dev redis-server kcat clang
 	libclang-rt-14-dev openjdk-17-jre-headless maven python3 python3-jsonschema python3-yaml
 	binutils)
 
