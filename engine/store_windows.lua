@@ -284,11 +284,54 @@ local function zcard(w)
   return c
 end
 
+-- DISTINCT, exact mode: what this call knows of the set, so that a window's adds cost one
+-- ZMSCORE and one ZADD per call instead of a ZADD per op. w.zm: member -> its bucket in the
+-- set (false: not in it), for the members of the window's ops in this call (zprefetch), or
+-- for any member while w.zempty (the set is known to be empty: new window, or just exact).
+-- w.zp: the adds not yet written ("GT": a member's bucket only moves forward), written by
+-- zwrite before anything reads or trims the set in Redis, and at flush.
+local function zprefetch(w, a, count, stride)
+  if not w.ex or w.zempty then return end
+  if w.fresh then -- a new window: its set is emptied at first use, nothing to look up
+    w.zm, w.zempty = w.zm or {}, true
+    return
+  end
+  local zm, list = w.zm or {}, {}
+  w.zm = zm
+  for i = 0, count - 1 do
+    local m = ARGV[a + 1 + i * stride]
+    if m ~= '' and zm[m] == nil then zm[m] = false; list[#list + 1] = m end
+  end
+  local i = 1
+  while i <= #list do
+    local j = min(i + CHUNK - 1, #list)
+    local r = call('ZMSCORE', w.zk, unpack(list, i, j))
+    for k = 1, j - i + 1 do
+      local sc = r[k]
+      if sc then zm[list[i + k - 1]] = tonumber(sc) end
+    end
+    i = j + 1
+  end
+end
+
+local function zwrite(w)
+  local zp = w.zp
+  if not zp then return end
+  w.zp = nil
+  local i, n = 1, #zp
+  while i <= n do
+    local j = min(i + CHUNK - 1, n)
+    call('ZADD', w.zk, 'GT', unpack(zp, i, j))
+    i = j + 1
+  end
+end
+
 -- DISTINCT: exact mode -> HyperLogLog mode (the set would pass the cap). The union is built
 -- from the bucket keys, which have every member, at the next head count.
 local function to_hll(w)
   call('DEL', w.zk)
   w.ex, w.zc, w.uh, w.modechg = false, nil, nil, true
+  w.zm, w.zp, w.zempty = nil, nil, nil
 end
 
 -- DISTINCT: HyperLogLog mode -> exact mode, when every bucket of the window has left it.
@@ -296,6 +339,7 @@ local function to_exact(w)
   if w.uh then call('DEL', w.uk) end
   call('DEL', w.zk)
   w.ex, w.zc, w.uh, w.modechg = true, 0, nil, true
+  w.zm, w.zp, w.zempty = {}, nil, true
 end
 
 local function advance(w, b)
@@ -313,8 +357,14 @@ local function advance(w, b)
   elseif w.kind == 'd' then
     if w.ex then -- the members whose newest bucket leaves the window
       if w.fresh then zcard(w) end -- a new window's leftover set goes first
+      zwrite(w)
       local gone = call('ZREMRANGEBYSCORE', w.zk, '-inf', fint(b - n))
       if w.zc then w.zc = w.zc - gone end
+      if w.zm then -- what left the set in Redis left it here too
+        for m, sc in pairs(w.zm) do
+          if sc and sc <= b - n then w.zm[m] = false end
+        end
+      end
     elseif b - oh >= n and EXACT > 0 then
       to_exact(w)
     end
@@ -495,7 +545,21 @@ local function apply(w, b, amount, member)
         -- move it back); a new member of the head's buckets is one more
         if b > w.h - w.n then
           local c = zcard(w)
-          if call('ZADD', w.zk, 'GT', fint(b), member) == 1 then
+          local zm = w.zm
+          local cur = zm and zm[member]
+          if cur == nil and w.zempty then cur = false end
+          local added
+          if cur == nil then -- not looked up (a caller that did not prefetch): ask Redis
+            zwrite(w)
+            added = call('ZADD', w.zk, 'GT', fint(b), member) == 1
+          elseif cur == false or b > cur then
+            added = cur == false
+            zm[member] = b
+            local zp = w.zp
+            if not zp then zp = {}; w.zp = zp end
+            zp[#zp + 1] = fint(b); zp[#zp + 1] = member
+          end
+          if added then
             if c == 0 then w.znew = true end -- a new key: its expiry is set at flush
             w.zc = c + 1
             if w.zc > EXACT then to_hll(w) end
@@ -559,6 +623,7 @@ end
 local function flush(w)
   if not w.changed then return end
   sync(w)
+  zwrite(w)
   local ttl = (w.n + 2 + w.lb) * w.step
   for _, b in ipairs(w.tib or {}) do
     local ti = w.ti[b] -- nil if the bucket was pruned in this call after its increments
@@ -664,6 +729,7 @@ local function each_op(nwin, lateness, outs, base, fn, peeking)
     local w = win(ARGV[p], ARGV[p + 1], tonumber(ARGV[p + 2]), step, ceil(lateness / step))
     local kind = w.kind
     if ng < cnt and kind == 'd' then
+      if not peeking then zprefetch(w, a, ng, 3) end
       for _ = 1, ng do
         local k = tonumber(ARGV[a + 2])
         local tl = too_late
@@ -701,6 +767,7 @@ local function each_op(nwin, lateness, outs, base, fn, peeking)
         a = a + 2
       end
     else
+      if kind == 'd' and not peeking then zprefetch(w, a, cnt, 2) end
       for _ = 1, cnt do
         i = i + 1
         outs[i] = result(fn(w, tonumber(ARGV[a]), 1, ARGV[a + 1]))
