@@ -112,13 +112,6 @@ class Bench:
     def redis(self, *args):
         return sh(["redis-cli", "-h", self.rhost, "-p", self.rport, *args])
 
-    def redis_calls(self):
-        total = 0
-        for line in self.redis("INFO", "commandstats").splitlines():
-            if "calls=" in line:
-                total += int(line.split("calls=")[1].split(",")[0])
-        return total
-
     def redis_cmdstats(self):
         """{command: (calls, usec)} from INFO commandstats (calls inside scripts included)."""
         out = {}
@@ -129,18 +122,16 @@ class Bench:
                              int(line.split("usec=")[1].split(",")[0]))
         return out
 
-    def redis_time(self):
+    def redis_calls(self, stats=None):
+        """Commands Redis has served (scripts' calls included; the INFO asking is one of them)."""
+        return sum(c for c, _ in (stats or self.redis_cmdstats()).values())
+
+    def redis_time(self, stats):
         """(usec inside EVALSHA, usec of the commands scripts and clients called, redis-server
-        CPU ticks): where Redis spends its time, from INFO commandstats and /proc."""
-        script = cmds = 0
-        for line in self.redis("INFO", "commandstats").splitlines():
-            if "usec=" not in line:
-                continue
-            name, us = line.split(":")[0], int(line.split("usec=")[1].split(",")[0])
-            if name in ("cmdstat_evalsha", "cmdstat_eval"):
-                script += us
-            elif not name.startswith(("cmdstat_info", "cmdstat_config", "cmdstat_flushall")):
-                cmds += us
+        CPU ticks, broker CPU ticks): where Redis spends its time, from redis_cmdstats() and /proc."""
+        script = sum(u for k, (_, u) in stats.items() if k in ("evalsha", "eval"))
+        cmds = sum(u for k, (_, u) in stats.items()
+                   if k not in ("evalsha", "eval") and not k.startswith(("info", "config", "flushall")))
         return script, cmds, proc_ticks(self.rpid), proc_ticks(self.kpid)
 
     def fpbench_run(self, *args):
@@ -219,17 +210,15 @@ class Bench:
         topic = topic or self.topic(name, n)
         group = f"g-{name}-{os.getpid()}"
         self.redis("FLUSHALL")
-        c0 = self.redis_calls()
-        t0 = self.redis_time()
         s0 = self.redis_cmdstats()
+        t0 = self.redis_time(s0)
         procs = [spawn(self.engine_cmd(topic, group, workers, backend, binary, extra),
                        f"{self.tmp}/{name}-{i}.log") for i in range(instances)]
         rows = self.watch(group, topic, [p.pid for p in procs], n, self.a.timeout)
         for p in procs:
             stop(p)
-        c1 = self.redis_calls()
-        t1 = self.redis_time()
         s1 = self.redis_cmdstats()
+        t1 = self.redis_time(s1)
         mem = self.redis("INFO", "memory")
         r = self.analyse(rows, n)
         # what the run left in Redis (windows, memos; FLUSHALL before each run)
@@ -246,7 +235,8 @@ class Bench:
         r["redis_cpu_us"] = round((t1[2] - t0[2]) / HZ / m * 1e6, 1) if self.rpid else None
         r["broker_cpu_us"] = round((t1[3] - t0[3]) / HZ / m * 1e6, 1) if self.kpid else None
         r.update(name=name, workers=workers or 2 * os.cpu_count(), instances=instances, backend=backend,
-                 redis_cmds_per_mention=round((c1 - c0 - 1) / max(r["mentions"], 1), 2))
+                 redis_cmds_per_mention=round((self.redis_calls(s1) - self.redis_calls(s0) - 1) /
+                                              max(r["mentions"], 1), 2))
         if binary == "fpbench":
             try:
                 st = [json.loads(l) for l in open(f"{self.tmp}/{name}-0.log") if l.startswith("{")][-1]
@@ -657,13 +647,12 @@ def report(R, path, smoke, elapsed):
     w("")
     w("| run | mentions | workers x instances | mentions/s | per core | wall mentions/s | CPU us/mention | cores busy | Redis cmds/mention | Redis CPU us/mention | Redis MB at end | RSS half-way / end / peak (MB) |")
     w("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for k in ("main_long", "main_longb", "main_longc", "steady", "steadyb", "steadyc", "steady_hll", "hll3000", "main_short", "exactly_once", "roundtrips", "workers1", "workers2", "workers4", "workers8", "instances2", "memory_store", "batch1000", "main_peerset"):
+    for k in ("main_long", "main_longb", "main_longc", "steady", "steadyb", "steadyc", "steady_hll", "main_short", "exactly_once", "roundtrips", "workers1", "workers2", "workers4", "workers8", "instances2", "memory_store", "batch1000", "main_peerset"):
         r = runs.get(k)
         if not r:
             continue
         w(f"| {k}{' (store.backend=memory)' if r['backend'] == 'memory' else ''}{' (engine via fpbench engine)' if k == 'roundtrips' else ''}"
           f"{' (batch.size 1000, the default before)' if k == 'batch1000' else ''}"
-          f"{' (Redis hll-sparse-max-bytes 3000, its default)' if k == 'hll3000' else ''}"
           f"{' (windows full, DISTINCT exact: the default)' if k.startswith('steady') and k != 'steady_hll' else ''}"
           f"{' (windows full, windows.distinct_exact=0: HyperLogLog only)' if k == 'steady_hll' else ''} "
           f"| {r['mentions']:,}{'' if r['complete'] else ' (timed out)'} | {r['workers']} x {r['instances']} | {r['rate']:,} | "
@@ -710,13 +699,6 @@ def report(R, path, smoke, elapsed):
           f"per mention, {st.get('redis_mem_mb')} MB at the end) against {sth['rate']:,} mentions/s with "
           f"HyperLogLog only (Redis {sth.get('redis_cpu_us')} us, {sth.get('redis_mem_mb')} MB): "
           f"{st['rate'] / max(sth['rate'], 1):.2f}x.")
-        w("")
-    h3 = runs.get("hll3000", {})
-    if h3.get("redis_cpu_us") is not None and ms.get("redis_cpu_us") is not None:
-        w(f"Redis's HyperLogLog setting (docs/operations.md, *Redis settings*), the same {ms['mentions']:,} mentions "
-          f"one after the other: redis-server CPU **{ms['redis_cpu_us']} us per mention at hll-sparse-max-bytes 12000** "
-          f"against {h3['redis_cpu_us']} us at 3000 (Redis's default), commands inside the scripts {ms['redis_cmd_us']} "
-          f"against {h3['redis_cmd_us']} us; {ms['rate']:,} against {h3['rate']:,} mentions/s.")
         w("")
     rt = runs.get("roundtrips", {})
     if rt.get("stats"):

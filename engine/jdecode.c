@@ -32,8 +32,9 @@
 #define FP_JSON_MAX_DEPTH 2048 /* jansson's JSON_PARSER_MAX_DEPTH */
 
 typedef struct {
-  json_t *stack[FP_JSON_MAX_DEPTH]; /* open containers, innermost last */
-  int sp;
+  json_t **stack;                   /* open containers, innermost last: inline, or heap when deep */
+  json_t *inline_stack[32];
+  int sp, cap;
   json_t *root;                     /* the top container (a reference of its own) */
   char kbuf[256], *key;             /* the pending object key: kbuf, or heap when longer */
   size_t klen;
@@ -117,6 +118,17 @@ static int open_container(builder_t *b, json_t *c) {
     json_decref(c);
     return refuse(b, "maximum parsing depth reached");
   }
+  if (b->sp == b->cap) { /* deeper than any mention: move the stack to the heap */
+    int cap = b->cap * 4 < FP_JSON_MAX_DEPTH ? b->cap * 4 : FP_JSON_MAX_DEPTH;
+    json_t **s = malloc((size_t)cap * sizeof(*s));
+    if (!s) {
+      json_decref(c);
+      return refuse(b, "out of memory");
+    }
+    memcpy(s, b->stack, (size_t)b->sp * sizeof(*s));
+    if (b->stack != b->inline_stack) free(b->stack);
+    b->stack = s, b->cap = cap;
+  }
   if (!add(b, c, "out of memory")) return 0;
   b->stack[b->sp++] = c;
   return 1;
@@ -162,13 +174,13 @@ json_t *fp_json_decode(const void *data, size_t len, char *errstr, size_t es) {
   }
   if (surrogate_escape(buf, len)) return slow_path(buf, len, errstr, es);
 
-  builder_t *b = malloc(sizeof(*b));
-  yajl_handle h = b ? yajl_alloc(&callbacks, NULL, b) : NULL;
+  builder_t bb, *b = &bb;
+  yajl_handle h = yajl_alloc(&callbacks, NULL, b);
   if (!h) {
-    free(b);
     if (errstr && es) snprintf(errstr, es, "at byte 0: out of memory");
     return NULL;
   }
+  b->stack = b->inline_stack, b->cap = (int)(sizeof(b->inline_stack) / sizeof(b->inline_stack[0]));
   b->sp = 0, b->root = NULL, b->key = b->kbuf, b->klen = 0, b->why = NULL, b->h = h, b->end = 0;
   yajl_config(h, yajl_dont_validate_strings, 1); /* jansson checks UTF-8, more strictly */
   yajl_status st = yajl_parse(h, (const unsigned char *)buf, len);
@@ -201,6 +213,6 @@ json_t *fp_json_decode(const void *data, size_t len, char *errstr, size_t es) {
   }
   yajl_free(h);
   if (b->key != b->kbuf) free(b->key);
-  free(b);
+  if (b->stack != b->inline_stack) free(b->stack);
   return doc;
 }
