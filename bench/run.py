@@ -284,6 +284,16 @@ class Bench:
             time.sleep(0.2)
         os.sync()
         log(f"settled in {time.time() - t0:.1f} s (AOF rewrite, writeback)")
+        if "idle" not in self.R and self.kpid and self.rpid:
+            # what the services cost with no client working: the broker's own threads (KRaft
+            # controller, heartbeats, purgatories) take a share of the cores at any rate
+            secs = 1 if self.smoke else 10
+            k0, r0 = proc_ticks(self.kpid), proc_ticks(self.rpid)
+            time.sleep(secs)
+            k1, r1 = proc_ticks(self.kpid), proc_ticks(self.rpid)
+            self.R["idle"] = {"secs": secs, "broker_cores": round((k1 - k0) / HZ / secs, 3),
+                              "redis_cores": round((r1 - r0) / HZ / secs, 3)}
+            log("idle services", json.dumps(self.R["idle"]))
 
     def latency(self, peak):
         secs = 3 if self.smoke else 30
@@ -681,6 +691,15 @@ def report(R, path, smoke, elapsed):
           f"{ms['broker_cpu_us']} us = **{tot:.1f} us**, so {cores} cores run out at about "
           f"**{cores * 1e6 / max(tot, 1e-9):,.0f} mentions/s** end to end, whatever the scheduling; "
           f"100,000 mentions/s on {cores} cores would need {cores * 10:.0f} us per mention for all three together.")
+        idle = R.get("idle")
+        if idle and ms.get("rate"):
+            fixed = idle["broker_cores"] * 1e6 / ms["rate"]
+            w("")
+            w(f"Much of the broker's share is a fixed cost, not work per mention: with no client working "
+              f"(measured for {idle['secs']} s before the paced runs) the broker takes {idle['broker_cores']} "
+              f"of a core (redis-server {idle['redis_cores']}): its KRaft controller, heartbeats and purgatory "
+              f"timers. At main_long's rate that is {fixed:.1f} us of its {ms['broker_cpu_us']} us per mention; "
+              f"on a dedicated broker host, as in production, that share goes to the engine and Redis.")
         w("")
     def top_cmds(r, k=5):
         by = [(c, v) for c, v in (r.get("redis_by_cmd") or {}).items() if c != "evalsha"]

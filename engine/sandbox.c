@@ -60,7 +60,8 @@ struct fp_sandbox_s {
   size_t pool_kept;                  /* bytes on those lists */
   int mem_hit;        /* the allocator refused during the current call */
   uint64_t budget, spent;
-  int64_t deadline_ms, deadline_ns;
+  int64_t deadline_ms, deadline_ns; /* deadline_ns: 0 until the call's first hook */
+  int64_t start_coarse, coarse_res;  /* the call's start (fp_mono_coarse_ns) and its resolution */
   int over;           /* 0, 1 = instruction budget, 2 = deadline: sticky for the call */
   int in_call;
   int globals_ref;    /* the real allow-listed globals table (never reachable from Lua) */
@@ -178,9 +179,19 @@ static void sb_hook(lua_State *L, lua_Debug *ar) {
   fp_sandbox_t *sb = sb_of(L);
   if (!sb->over) {
     sb->spent += FP_SANDBOX_HOOK_EVERY;
-    if (sb->spent > sb->budget) sb->over = 1;
-    else if (fp_mono_ns() > sb->deadline_ns) sb->over = 2;
-    else return;
+    if (sb->spent > sb->budget) {
+      sb->over = 1;
+    } else {
+      int64_t now = fp_mono_ns();
+      if (!sb->deadline_ns) {
+        /* the call began in [start_coarse, start_coarse + resolution] and before now */
+        int64_t began = sb->start_coarse + sb->coarse_res;
+        if (now < began) began = now;
+        sb->deadline_ns = began + sb->deadline_ms * 1000000LL;
+      }
+      if (now <= sb->deadline_ns) return;
+      sb->over = 2;
+    }
     lua_sethook(L, sb_hook, LUA_MASKCOUNT, 1); /* sticky: every instruction from now on */
   }
   luaL_error(L, sb->over == 1 ? "instruction budget exceeded" : "wall-clock deadline exceeded");
@@ -213,11 +224,15 @@ fp_err_t fp_sandbox_pcall(fp_sandbox_t *sb, int nargs, int nresults, char *errst
   /* wd_seq has one writer, this thread: a plain load and a release store advance it as the
    * locked read-modify-write did, for the same ordering, without the bus lock per call. */
   unsigned seq = atomic_load_explicit(&sb->wd_seq, memory_order_relaxed);
-  int64_t start = fp_mono_ns();
+  /* no clock read per call: most calls end before the count hook first fires, which reads
+   * the clock and fixes the deadline (sb_hook); the watchdog's hard limit is seconds, far
+   * above the coarse clock's few ms */
+  int64_t start = fp_mono_coarse_ns(&sb->coarse_res);
   sb->spent = 0;
   sb->over = 0;
   sb->mem_hit = 0;
-  sb->deadline_ns = start + sb->deadline_ms * 1000000LL;
+  sb->start_coarse = start;
+  sb->deadline_ns = 0;
   sb->in_call = 1;
   atomic_store_explicit(&sb->wd_start_ns, start, memory_order_relaxed);
   atomic_store_explicit(&sb->wd_seq, seq + 1, memory_order_release); /* odd: in a call */

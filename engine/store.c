@@ -219,9 +219,20 @@ static int parse_tok(const char **p, const char *end, result_tok_t *t) {
   t->k = 1;
   t->inc = 0;
   for (int i = 0; i < 3; i++) {
-    char *e;
-    t->x[i] = strtod(s, &e);
-    if (e == s || e > end) return -1;
+    /* nearly every result is a small integer: read its digits here, strtod for the rest
+     * (a fraction, an exponent, 16 digits or more) */
+    const char *d = s + (s < end && *s == '-');
+    uint64_t u = 0;
+    const char *e = d;
+    while (e < end && e - d < 16 && *e >= '0' && *e <= '9') u = u * 10 + (uint64_t)(*e++ - '0');
+    if (e > d && e - d < 16 && (e == end || (*e != '.' && *e != 'e' && *e != 'E' && !(*e >= '0' && *e <= '9')))) {
+      t->x[i] = d > s ? -(double)u : (double)u;
+    } else {
+      char *e2;
+      t->x[i] = strtod(s, &e2);
+      if (e2 == s || e2 > end) return -1;
+      e = e2;
+    }
     s = e;
     if (s < end && *s == ',') {
       s++;

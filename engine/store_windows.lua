@@ -105,8 +105,9 @@ local function fint(x)
 end
 
 -- Shortest of %.15g/%.17g that reads back as the same double; integral values (counts,
--- nearly every result) take a cheaper path: tostring prints an integer subtype (Lua 5.4)
--- or an integral double below 1e14 (Lua 5.1, "%.14g") as plain digits.
+-- nearly every result) take the cheaper memoised '%d' of fint: Lua 5.1 prints a number with
+-- "%.14g", which glibc formats with multi-precision arithmetic (a quarter of a microsecond a
+-- number in Redis, and a call prints tens of thousands).
 local floor = math.floor
 local toint = math.tointeger -- nil in Lua 5.1
 local function fnum_slow(x)
@@ -118,14 +119,27 @@ local fnum
 if toint then
   fnum = function(x)
     local i = toint(x)
-    if i and i > -1e14 and i < 1e14 and (i ~= 0 or 1 / x > 0) then return tostring(i) end
+    if i and i > -1e14 and i < 1e14 and (i ~= 0 or 1 / x > 0) then return fint(i) end
     return fnum_slow(x)
   end
 else
   fnum = function(x)
-    if x == floor(x) and x > -1e14 and x < 1e14 and (x ~= 0 or 1 / x > 0) then return tostring(x) end
+    if x == floor(x) and x > -1e14 and x < 1e14 and (x ~= 0 or 1 / x > 0) then return fint(x) end
     return fnum_slow(x)
   end
+end
+
+-- Numbers of the request, remembered for the call: the buckets (and run lengths) of a call's
+-- ops are a few values repeated thousands of times, and a table lookup costs a third of a
+-- tonumber (strtod) in Redis.
+local BN = {}
+local function bnum(s)
+  local v = BN[s]
+  if v == nil then
+    v = tonumber(s)
+    if v ~= nil then BN[s] = v end
+  end
+  return v
 end
 
 -- The server's clock in ms (TIME), read once per call when a flush first needs it.
@@ -470,7 +484,6 @@ end
 -- it, from which the caller computes mean and standard deviation (all three are integers:
 -- printing them is cheap and exact, where mean and deviation would need %.17g here).
 local function baseline_out(v, t, q)
-  if q < 1e14 then return v .. ',' .. t .. ',' .. q end
   return fnum(v) .. ',' .. fnum(t) .. ',' .. fnum(q)
 end
 
@@ -691,22 +704,11 @@ local function flush(w)
   return ttl
 end
 
--- A result as the reply and the memo carry it: integral values stay numbers (table.concat
--- prints them in C, exactly, as digits), anything else becomes its exact text.
-local result
-if toint then
-  result = function(x)
-    if type(x) ~= 'number' then return x end
-    local i = toint(x)
-    if i and i > -1e14 and i < 1e14 and (i ~= 0 or 1 / x > 0) then return i end
-    return fnum_slow(x)
-  end
-else
-  result = function(x)
-    if type(x) ~= 'number' then return x end
-    if x == floor(x) and x > -1e14 and x < 1e14 and (x ~= 0 or 1 / x > 0) then return x end
-    return fnum_slow(x)
-  end
+-- A result as the reply and the memo carry it: its exact text (fnum: integral values, nearly
+-- all, as memoised digits).
+local function result(x)
+  if type(x) ~= 'number' then return x end
+  return fnum(x)
 end
 
 ------------------------------------------------------------------------------------------
@@ -731,46 +733,48 @@ local function each_op(nwin, lateness, outs, base, fn, peeking)
     if ng < cnt and kind == 'd' then
       if not peeking then zprefetch(w, a, ng, 3) end
       for _ = 1, ng do
-        local k = tonumber(ARGV[a + 2])
+        local ks = ARGV[a + 2]
+        local k = bnum(ks)
         local tl = too_late
-        local v = result(fn(w, tonumber(ARGV[a]), 1, ARGV[a + 1]))
+        local v = result(fn(w, bnum(ARGV[a]), 1, ARGV[a + 1]))
         if too_late > tl then too_late = too_late + k - 1 end
         i = i + 1
-        outs[i] = k == 1 and v or (v .. '@' .. k)
+        outs[i] = k == 1 and v or (v .. '@' .. ks)
         a = a + 3
       end
     elseif ng < cnt then -- COUNT, BASELINE
       for _ = 1, ng do
-        local b, k = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+        local ks = ARGV[a + 1]
+        local b, k = bnum(ARGV[a]), bnum(ks)
         i = i + 1
         if peeking then
           local v = result(fn(w, b))
-          outs[i] = k == 1 and v or (v .. '@' .. k)
+          outs[i] = k == 1 and v or (v .. '@' .. ks)
         elseif k == 1 then
           outs[i] = result(fn(w, b, 1, ''))
         else
           local v, late = apply_run(w, b, k)
-          outs[i] = result(v) .. (late and '@' or '*') .. k
+          outs[i] = result(v) .. (late and '@' or '*') .. ks
         end
         a = a + 2
       end
     elseif kind == 'c' or kind == 'b' then
       for _ = 1, cnt do
         i = i + 1
-        outs[i] = result(fn(w, tonumber(ARGV[a]), 1, ''))
+        outs[i] = result(fn(w, bnum(ARGV[a]), 1, ''))
         a = a + 1
       end
     elseif kind == 's' then
       for _ = 1, cnt do
         i = i + 1
-        outs[i] = result(fn(w, tonumber(ARGV[a]), tonumber(ARGV[a + 1]), ''))
+        outs[i] = result(fn(w, bnum(ARGV[a]), tonumber(ARGV[a + 1]), ''))
         a = a + 2
       end
     else
       if kind == 'd' and not peeking then zprefetch(w, a, cnt, 2) end
       for _ = 1, cnt do
         i = i + 1
-        outs[i] = result(fn(w, tonumber(ARGV[a]), 1, ARGV[a + 1]))
+        outs[i] = result(fn(w, bnum(ARGV[a]), 1, ARGV[a + 1]))
         a = a + 2
       end
     end

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +23,22 @@ int64_t fp_now_ms(void) {
 int64_t fp_mono_ns(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+int64_t fp_mono_coarse_ns(int64_t *res_ns) {
+  static _Atomic int64_t res; /* the clock's resolution, read once */
+  struct timespec ts;
+  if (res_ns) {
+    int64_t r = atomic_load_explicit(&res, memory_order_relaxed);
+    if (!r) {
+      if (clock_getres(CLOCK_MONOTONIC_COARSE, &ts) == 0) r = (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+      if (r <= 0) r = 10000000; /* unknown: assume 10 ms */
+      atomic_store_explicit(&res, r, memory_order_relaxed);
+    }
+    *res_ns = r;
+  }
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
   return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 

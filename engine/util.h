@@ -14,6 +14,9 @@
 int64_t fp_now_ms(void);
 /** Monotonic nanoseconds (for budgets and latency). */
 int64_t fp_mono_ns(void);
+/* CLOCK_MONOTONIC_COARSE (the last tick: no clock read, a few ns): at most its resolution,
+ * written to @p res_ns when not NULL, behind fp_mono_ns(). */
+int64_t fp_mono_coarse_ns(int64_t *res_ns);
 
 /**
  * Parses a duration such as "500ms", "10s", "10m", "2h", "7d" or a bare number of

@@ -55,12 +55,20 @@ static int write_stream(const char *path, int gz, int brands, int hours, const f
   (void)gz;
 #endif
   FILE *f = gz ? NULL : fopen(path, "w");
+#ifdef FP_HAVE_ZLIB
+  if (!FPT_CHECK(gz ? z != NULL : f != NULL, "open %s", path)) {
+#else
+  if (!FPT_CHECK(f != NULL, "open %s", path)) {
+#endif
+    fp_gen_destroy(g);
+    return -1;
+  }
   while (fp_gen_next(g, &line, &key, &crisis)) {
 #ifdef FP_HAVE_ZLIB
     if (z) gzprintf(z, "%s\n", line.data);
     else
 #endif
-      fprintf(f, "%s\n", line.data);
+    if (f) fprintf(f, "%s\n", line.data);
   }
 #ifdef FP_HAVE_ZLIB
   if (z) gzclose(z);
