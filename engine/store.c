@@ -57,6 +57,9 @@ void fp_store_destroy(fp_store_t *st) {
   free(st->wstart);
   free(st->kidx);
   free(st->wruns);
+  free(st->tslot);
+  free(st->tfirst);
+  free(st->tcount);
   fp_buf_free(&st->blob);
   st->be->destroy(st);
 }
@@ -254,7 +257,7 @@ static int parse_tok(const char **p, const char *end, result_tok_t *t) {
   return 0;
 }
 
-/* FNV-1a: the window table's hash. */
+/* FNV-1a: the window table's and a TOPK run's hash. */
 static uint32_t key_hash(const char *s) {
   uint32_t h = 2166136261u;
   for (; *s; s++) h = (h ^ (unsigned char)*s) * 16777619u;
@@ -345,10 +348,46 @@ static fp_err_t grow_u32(uint32_t **p, size_t *cap, size_t need) {
  * and for DISTINCT the same member (COUNT and BASELINE have none). SUM and TOPK never do. */
 static int same_run(const fp_win_op_t *a, const fp_win_op_t *b) {
   fp_win_kind_t k = a->spec->kind;
-  if (k != FP_WIN_COUNT && k != FP_WIN_BASELINE && k != FP_WIN_DISTINCT) return 0;
+  if (k == FP_WIN_SUM) return 0;
   if (floordiv(a->ts_ms, a->spec->step_ms) != floordiv(b->ts_ms, b->spec->step_ms)) return 0;
+  if (k == FP_WIN_TOPK) /* any terms, none missing: the run's value goes up by one an op */
+    return a->member && *a->member && b->member && *b->member;
   if (k != FP_WIN_DISTINCT) return 1;
   return strcmp(a->member ? a->member : "", b->member ? b->member : "") == 0;
+}
+
+/*
+ * A TOPK run's ops sent[0..k) (st->perm order) as "nterms, term, count, ...": each term
+ * once, in order of first use, with how many of the run's ops name it.
+ */
+static fp_err_t topk_run_terms(fp_store_t *st, const fp_win_op_t *ops, const uint32_t *sent,
+                               size_t k) {
+  size_t cap = 16, nt = 0;
+  while (cap < 2 * k) cap *= 2;
+  fp_err_t err;
+  if ((err = grow_u32(&st->tslot, &st->tslotcap, cap)) || (err = grow_u32(&st->tfirst, &st->tfirstcap, k)) ||
+      (err = grow_u32(&st->tcount, &st->tcountcap, k)))
+    return err;
+  memset(st->tslot, 0, cap * sizeof(*st->tslot));
+  for (size_t r = 0; r < k; r++) {
+    const char *m = ops[sent[r]].member;
+    uint32_t h = key_hash(m) & (uint32_t)(cap - 1);
+    while (st->tslot[h] && strcmp(ops[sent[st->tfirst[st->tslot[h] - 1]]].member, m) != 0)
+      h = (h + 1) & (uint32_t)(cap - 1);
+    if (st->tslot[h]) {
+      st->tcount[st->tslot[h] - 1]++;
+    } else {
+      st->tfirst[nt] = (uint32_t)r;
+      st->tcount[nt] = 1;
+      st->tslot[h] = (uint32_t)++nt;
+    }
+  }
+  err = argv_i64(st, (int64_t)nt);
+  for (size_t t = 0; t < nt && !err; t++) {
+    err = argv_cstr(st, ops[sent[st->tfirst[t]]].member);
+    if (!err) err = argv_i64(st, st->tcount[t]);
+  }
+  return err;
 }
 
 /*
@@ -436,6 +475,10 @@ static fp_err_t call_ops(fp_store_t *st, const char *mode, const char *source, c
       err = argv_i64(st, floordiv(op->ts_ms, op->spec->step_ms));
       if (!err && op->spec->kind == FP_WIN_DISTINCT) err = argv_cstr(st, op->member ? op->member : "");
       if (!err) err = argv_i64(st, (int64_t)k);
+      if (!err && op->spec->kind == FP_WIN_TOPK) {
+        if (op->member && *op->member) err = topk_run_terms(st, ops, st->perm + j, k);
+        else err = argv_i64(st, 0); /* an op without a term: counts nothing */
+      }
       if (k > 1 && mode[0] == 'a') st->ops_in_runs += k;
       j += k - 1;
       continue;

@@ -113,7 +113,8 @@ fp_err_t fp_store_topk(fp_store_t *store, const char *key, const fp_win_spec_t *
 /** Round trips made so far (for benchmarks and metrics). */
 uint64_t fp_store_roundtrips(const fp_store_t *store);
 /** Ops sent to the store as part of a run (consecutive ops of one COUNT, BASELINE or DISTINCT
- * window on one bucket, and member, that cost the script one op), cumulative. */
+ * window on one bucket, and member, that cost the script one op; of one TOPK window on one
+ * bucket, their terms counted), cumulative. */
 uint64_t fp_store_ops_in_runs(const fp_store_t *store);
 
 /** Replayed offsets whose memo had expired, so their values were recomputed (cumulative). */

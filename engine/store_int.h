@@ -78,6 +78,8 @@ struct fp_store_s {
   size_t permcap, wstartcap, kidxcap;
   uint32_t *wruns; /* per window: how many runs its ops make (see call_ops) */
   size_t wrunscap;
+  uint32_t *tslot, *tfirst, *tcount; /* a TOPK run's terms: hash slots, first op, count */
+  size_t tslotcap, tfirstcap, tcountcap;
   fp_buf_t blob; /* the memo index of an apply call */
 };
 

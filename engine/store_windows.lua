@@ -68,7 +68,10 @@ Protocol (all ARGV, no KEYS; every reply element is a string):
              window with runs < count (COUNT, BASELINE, DISTINCT only) sends its
              consecutive ops of one bucket (and member) as one run instead: bucket, k for
              COUNT and BASELINE, bucket, member, k for DISTINCT. At high rates most ops of a
-             window in a call share a bucket, and a run costs what one op did.
+             window in a call share a bucket, and a run costs what one op did. A TOPK window
+             with runs < count sends consecutive ops of one bucket that all have a term as
+             bucket, k, nterms, then each term once with how many of the run's ops name it
+             (an op without a term: bucket, 1, 0).
         Every window's parameters come once per call, not once per op: building ARGV
         strings and converting them is a large part of a call's cost in Redis.
         first, last: the call's lowest and highest offsets; index: the memo index (P:memo:S);
@@ -632,6 +635,34 @@ local function apply_run(w, b, k)
   return baseline_out(c, t, q), false
 end
 
+-- A run of k ops of one TOPK window at bucket b, their terms counted (ARGV[at..]: nt pairs of
+-- term and how many of the run's ops name it; k = the sum of the counts, or 1 and nt = 0 for
+-- an op without a term): the same state as k single ops, and the value after the last (each
+-- op before it had one less). Returns the value and whether the run was too late.
+local function apply_topk_run(w, b, k, at, nt)
+  if w.h == nil then
+    w.h, w.lo = b, b
+  elseif b > w.h then
+    advance(w, b)
+  elseif b < w.h - w.lb then
+    too_late = too_late + k
+    return peek(w, b), true
+  end
+  w.changed = true
+  if nt > 0 then
+    local ti = w.ti[b]
+    if not ti then ti = {}; w.ti[b] = ti; w.tib[#w.tib + 1] = b end
+    local add = 0
+    for j = at, at + 2 * nt - 2, 2 do
+      local term, c = ARGV[j], tonumber(ARGV[j + 1])
+      ti[term] = (ti[term] or 0) + c
+      add = add + c
+    end
+    add_range(w, b, add)
+  end
+  return rsum(w, b), false
+end
+
 -- Writes one window's buffered state back; every key written gets its expiry.
 local function flush(w)
   if not w.changed then return end
@@ -717,10 +748,10 @@ end
 -- The ops of an apply or peek call, window by window: calls fn(w, bucket, amount, member)
 -- for each op in the order sent and stores what it returns in outs[base + i]. A window sent
 -- in runs (ng < cnt: COUNT and BASELINE as bucket, k; DISTINCT as bucket, member, k, for k
--- consecutive ops of the same bucket and member) gets one result per run: "v*k" (the value
--- after the run's last op; the ops before it had one less each), or "v@k" (every op of the
--- run has v: a DISTINCT member already added, or a run too late). Returns the last index
--- written (one per result, not per op).
+-- consecutive ops of the same bucket and member; TOPK as bucket, k, its terms counted) gets
+-- one result per run: "v*k" (the value after the run's last op; the ops before it had one
+-- less each), or "v@k" (every op of the run has v: a DISTINCT member already added, or a run
+-- too late). Returns the last index written (one per result, not per op).
 local function each_op(nwin, lateness, outs, base, fn, peeking)
   local wbase = 14
   local a = wbase + nwin * 6 -- the next op's first argument
@@ -741,6 +772,20 @@ local function each_op(nwin, lateness, outs, base, fn, peeking)
         i = i + 1
         outs[i] = k == 1 and v or (v .. '@' .. ks)
         a = a + 3
+      end
+    elseif ng < cnt and kind == 't' then -- TOPK: bucket, k, nterms, (term, count) x nterms
+      for _ = 1, ng do
+        local ks = ARGV[a + 1]
+        local b, k, nt = bnum(ARGV[a]), bnum(ks), tonumber(ARGV[a + 2])
+        i = i + 1
+        if peeking then
+          local v = result(fn(w, b))
+          outs[i] = k == 1 and v or (v .. '@' .. ks)
+        else
+          local v, late = apply_topk_run(w, b, k, a + 3, nt)
+          outs[i] = k == 1 and result(v) or (result(v) .. (late and '@' or '*') .. ks)
+        end
+        a = a + 3 + 2 * nt
       end
     elseif ng < cnt then -- COUNT, BASELINE
       for _ = 1, ng do

@@ -208,6 +208,56 @@ static void test_bounded_memory(void) {
   fp_store_destroy(st);
 }
 
+/* TOPK runs (several terms per mention, repeats, an op without a term, a late mention) give
+ * every op the value and the window the terms that one op per call gives. */
+static void test_topk_runs(void) {
+  fp_store_t *runs = new_mem(), *single = new_mem();
+  if (!runs || !single) goto out;
+  static const fp_win_spec_t tk = {FP_WIN_TOPK, 10 * 60000, 60000};
+  static const char *terms[] = {"recall", "refund", "recall", "scam", NULL, "refund", "recall", "boycott"};
+  enum { N = 400 };
+  fp_win_op_t a[N], b[N];
+  int64_t t0 = 1764000000000LL;
+  for (int i = 0; i < N; i++) {
+    int mention = i / 3; /* three terms a mention: same offset, same time */
+    int64_t ts = t0 + (int64_t)mention * 700;
+    if (mention % 50 == 49) ts -= 3 * 60000; /* late, within the lateness */
+    a[i] = (fp_win_op_t){.offset = mention, .key = "brand|tags", .spec = &tk, .ts_ms = ts,
+                         .amount = 1, .member = terms[(i * 7 + mention) % 8]};
+    b[i] = a[i];
+  }
+  char err[256];
+  /* two calls, split between mentions (an offset is applied once: a call that repeats one is
+   * a replay) */
+  FPT_CHECK(fp_store_apply(runs, "s", a, 201, 0, NULL, err, sizeof(err)) == FP_OK, "%s", err);
+  FPT_CHECK(fp_store_apply(runs, "s", a + 201, N - 201, 0, NULL, err, sizeof(err)) == FP_OK, "%s", err);
+  FPT_CHECK(fp_store_ops_in_runs(runs) > N / 2, "ops in runs: %llu", (unsigned long long)fp_store_ops_in_runs(runs));
+  for (int i = 0; i < N; i++) { /* one mention (offset) per call: no run spans two */
+    int j = i;
+    while (j + 1 < N && b[j + 1].offset == b[i].offset) j++;
+    FPT_CHECK(fp_store_apply(single, "s", b + i, (size_t)(j - i + 1), 0, NULL, err, sizeof(err)) == FP_OK, "%s", err);
+    i = j;
+  }
+  size_t differ = 0;
+  for (int i = 0; i < N; i++)
+    if (a[i].out.value != b[i].out.value && differ++ < 5)
+      FPT_CHECK(0, "op %d: runs %.17g, single %.17g", i, a[i].out.value, b[i].out.value);
+  FPT_CHECK(differ == 0, "%zu of %d ops differ", differ, N);
+  FPT_CHECK(a[N - 1].out.value > 0, "values counted");
+  fp_topk_entry_t ta[8], tb[8];
+  size_t na = 0, nb = 0;
+  int64_t last = a[N - 1].ts_ms;
+  FPT_CHECK(fp_store_topk(runs, "brand|tags", &tk, last, 8, ta, &na, err, sizeof(err)) == FP_OK, "%s", err);
+  FPT_CHECK(fp_store_topk(single, "brand|tags", &tk, last, 8, tb, &nb, err, sizeof(err)) == FP_OK, "%s", err);
+  FPT_CHECK(na == 4 && nb == na, "terms: %zu and %zu", na, nb);
+  for (size_t t = 0; t < na && t < nb; t++)
+    FPT_CHECK(!strcmp(ta[t].term, tb[t].term) && ta[t].count == tb[t].count, "term %zu: %s %g vs %s %g",
+              t, ta[t].term, ta[t].count, tb[t].term, tb[t].count);
+out:
+  fp_store_destroy(runs);
+  fp_store_destroy(single);
+}
+
 int main(void) {
   fpt_run("random_streams", test_random_streams);
   fpt_run("negative_times", test_negative_times);
@@ -218,5 +268,6 @@ int main(void) {
   fpt_run("fence_and_memo", test_fence_and_memo);
   fpt_run("invalid", test_invalid);
   fpt_run("bounded_memory", test_bounded_memory);
+  fpt_run("topk_runs", test_topk_runs);
   return fpt_done();
 }
