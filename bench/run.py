@@ -26,7 +26,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 N_STEADY = 1500000  # mentions of the steady-state runs: 25 min of event time at 1000/s
 PARTS = 8
-BATCH = 4000      # Flashpoint's default batch.size; the Python peer consumes as many at a time
+BATCH = 8000      # Flashpoint's default batch.size; the Python peer consumes as many at a time
 HZ = os.sysconf("SC_CLK_TCK")
 started = []      # Popen objects to kill at exit
 svc_env = None    # our own services' env file, stopped at exit
@@ -536,7 +536,7 @@ class Bench:
             self.e2e("instances2", n_short, topic=short_topic, instances=2)
             self.e2e("memory_store", n_short, topic=short_topic, workers=1, backend="memory")
             # the default before: smaller runs load each window for fewer ops
-            self.e2e("batch1000", n_short, topic=short_topic, extra={"batch.size": 1000})
+            self.e2e("batch4000", n_short, topic=short_topic, extra={"batch.size": 4000})
         log("delivery modes: exactly-once against the at-least-once main_short run")
         self.e2e("exactly_once", n_short, topic=short_topic, extra={"delivery.mode": "exactly-once"})
         log("latency")
@@ -657,12 +657,12 @@ def report(R, path, smoke, elapsed):
     w("")
     w("| run | mentions | workers x instances | mentions/s | per core | wall mentions/s | CPU us/mention | cores busy | Redis cmds/mention | Redis CPU us/mention | Redis MB at end | RSS half-way / end / peak (MB) |")
     w("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for k in ("main_long", "main_longb", "main_longc", "steady", "steadyb", "steadyc", "steady_hll", "main_short", "exactly_once", "roundtrips", "workers1", "workers2", "workers4", "workers8", "instances2", "memory_store", "batch1000", "main_peerset"):
+    for k in ("main_long", "main_longb", "main_longc", "steady", "steadyb", "steadyc", "steady_hll", "main_short", "exactly_once", "roundtrips", "workers1", "workers2", "workers4", "workers8", "instances2", "memory_store", "batch4000", "main_peerset"):
         r = runs.get(k)
         if not r:
             continue
         w(f"| {k}{' (store.backend=memory)' if r['backend'] == 'memory' else ''}{' (engine via fpbench engine)' if k == 'roundtrips' else ''}"
-          f"{' (batch.size 1000, the default before)' if k == 'batch1000' else ''}"
+          f"{' (batch.size 4000, the default before)' if k == 'batch4000' else ''}"
           f"{' (windows full, DISTINCT exact: the default)' if k.startswith('steady') and k != 'steady_hll' else ''}"
           f"{' (windows full, windows.distinct_exact=0: HyperLogLog only)' if k == 'steady_hll' else ''} "
           f"| {r['mentions']:,}{'' if r['complete'] else ' (timed out)'} | {r['workers']} x {r['instances']} | {r['rate']:,} | "

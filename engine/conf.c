@@ -68,10 +68,11 @@ static const fp_confdef_t fp_confdefs[] = {
     {"workers", T_INT, "0", 0, 256, NULL, F(workers), 0,
      "Worker threads, each with its own Lua state and Redis connection; 0 = two per core (a "
      "worker waits on the store about as long as it computes)."},
-    {"batch.size", T_INT, "4000", 1, 100000, NULL, F(batch_size), 0,
+    {"batch.size", T_INT, "8000", 1, 100000, NULL, F(batch_size), 0,
      "Mentions of one partition a worker evaluates per state-store round trip (at most). The "
      "store pays once per window a round trip touches, so larger runs cost less per mention "
-     "under backlog; at moderate rates runs are smaller anyway."},
+     "under backlog (8000 against 4000: +15% at steady state, +30 MB of RSS a worker); at "
+     "moderate rates runs are smaller anyway."},
     {"run.linger.ms", T_INT, "0", 0, 1000, NULL, F(linger_ms), 0,
      "How long a worker waits, after a mention arrives, for more before it runs them (0: not "
      "at all). Each run costs the state store a fixed amount per window it touches, so at "
