@@ -595,13 +595,20 @@ fp_err_t fp_engine_run(fp_engine_t *e) {
          e->conf->input_topics, e->conf->group_id, e->nworkers);
 
   int64_t next_commit = fp_mono_ns() + e->conf->commit_interval_ms * 1000000LL;
+  /* Per message this loop does only what must be: the last message's partition is looked up
+   * again only when the next one is another's (fetches hand out a partition's messages
+   * together), and the workers' queues are checked for backpressure every 64 messages and
+   * when the consumer is idle, not after each (a lock per worker and per partition). */
+  fp_part_t *last = NULL;
+  unsigned since_bp = 0;
   while (!atomic_load(&e->stop) && !atomic_load(&e->fatal)) {
     rd_kafka_message_t *m;
     if (e->eos && (fp_mono_ns() >= next_commit || atomic_load(&e->txn_abort))) {
       fp_txn_commit(e, 0);
       next_commit = fp_mono_ns() + e->conf->commit_interval_ms * 1000000LL;
     }
-    atomic_store(&e->heartbeat_ns, fp_mono_ns()); /* operations: liveness (/healthz) */
+    /* operations: liveness (/healthz, seconds): the coarse clock, no clock read */
+    atomic_store(&e->heartbeat_ns, fp_mono_coarse_ns(NULL));
     m = rd_kafka_consumer_poll(e->consumer, 50);
     if (m) {
       if (m->err) {
@@ -609,7 +616,11 @@ fp_err_t fp_engine_run(fp_engine_t *e) {
           fp_log(FP_LOG_WARN, "kafka", "consumer: %s", rd_kafka_message_errstr(m));
         rd_kafka_message_destroy(m);
       } else {
-        fp_part_t *p = fp_engine_part(e, rd_kafka_topic_name(m->rkt), m->partition, 1);
+        const char *topic = rd_kafka_topic_name(m->rkt);
+        /* parts live until the engine is destroyed: a kept pointer stays valid */
+        fp_part_t *p = last && last->partition == m->partition && strcmp(last->topic, topic) == 0
+                           ? last
+                           : (last = fp_engine_part(e, topic, m->partition, 1));
         if (!p) {
           rd_kafka_message_destroy(m);
           result = FP_ERR_NOMEM;
@@ -624,7 +635,10 @@ fp_err_t fp_engine_run(fp_engine_t *e) {
       }
     }
     serve_seeks(e);
-    backpressure(e);
+    if (!m || ++since_bp >= 64) {
+      since_bp = 0;
+      backpressure(e);
+    }
   }
   if (atomic_load(&e->fatal)) result = FP_ERR_FATAL;
 
