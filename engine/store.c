@@ -21,6 +21,7 @@
 
 #include <math.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,8 +58,7 @@ void fp_store_destroy(fp_store_t *st) {
   free(st->wstart);
   free(st->kidx);
   free(st->wruns);
-  free(st->tslot);
-  free(st->tfirst);
+  free(st->tid);
   free(st->tcount);
   fp_buf_free(&st->blob);
   st->be->destroy(st);
@@ -265,10 +265,13 @@ static uint32_t key_hash(const char *s) {
 }
 
 /*
- * Gives every op its window's position in the call (st->opwin[i], 1-based, in first-touch
- * order) and returns the number of windows; the first op naming a window stands for it.
+ * Numbers strings by first use: item i (i < n) is the string at byte offset @p field of
+ * ops[sent ? sent[i] : i] (its key or member); id[i] is its number, 1-based, in order of first
+ * use, and *count how many there are. An open-addressing table in st->wslot.
  */
-static fp_err_t window_table(fp_store_t *st, const fp_win_op_t *ops, size_t n, size_t *nwin) {
+static fp_err_t first_use(fp_store_t *st, const fp_win_op_t *ops, const uint32_t *sent, size_t n,
+                          size_t field, uint32_t *id, size_t *count) {
+#define FU_STR(i) (*(const char *const *)((const char *)&ops[sent ? sent[i] : (i)] + field))
   size_t cap = 16;
   while (cap < 2 * n) cap *= 2;
   if (cap > st->wslotcap) {
@@ -277,33 +280,43 @@ static fp_err_t window_table(fp_store_t *st, const fp_win_op_t *ops, size_t n, s
     st->wslot = p;
     st->wslotcap = cap;
   }
+  memset(st->wslot, 0, cap * sizeof(*st->wslot));
+  uint32_t *first = st->wslot; /* slot -> first item index + 1 */
+  size_t w = 0;
+  for (size_t i = 0; i < n; i++) {
+    const char *str = FU_STR(i);
+    size_t h = key_hash(str) & (cap - 1);
+    for (;;) {
+      uint32_t f = first[h];
+      if (!f) {
+        first[h] = (uint32_t)i + 1;
+        id[i] = (uint32_t)++w;
+        break;
+      }
+      if (strcmp(FU_STR(f - 1), str) == 0) {
+        id[i] = id[f - 1];
+        break;
+      }
+      h = (h + 1) & (cap - 1);
+    }
+  }
+#undef FU_STR
+  *count = w;
+  return FP_OK;
+}
+
+/*
+ * Gives every op its window's position in the call (st->opwin[i], 1-based, in first-touch
+ * order) and returns the number of windows; the first op naming a window stands for it.
+ */
+static fp_err_t window_table(fp_store_t *st, const fp_win_op_t *ops, size_t n, size_t *nwin) {
   if (n > st->opwincap) {
     uint32_t *p = realloc(st->opwin, n * sizeof(*p));
     if (!p) return FP_ERR_NOMEM;
     st->opwin = p;
     st->opwincap = n;
   }
-  memset(st->wslot, 0, cap * sizeof(*st->wslot));
-  uint32_t *first = st->wslot; /* slot -> first op index + 1 */
-  size_t w = 0;
-  for (size_t i = 0; i < n; i++) {
-    size_t h = key_hash(ops[i].key) & (cap - 1);
-    for (;;) {
-      uint32_t f = first[h];
-      if (!f) {
-        first[h] = (uint32_t)i + 1;
-        st->opwin[i] = (uint32_t)++w;
-        break;
-      }
-      if (strcmp(ops[f - 1].key, ops[i].key) == 0) {
-        st->opwin[i] = st->opwin[f - 1];
-        break;
-      }
-      h = (h + 1) & (cap - 1);
-    }
-  }
-  *nwin = w;
-  return FP_OK;
+  return first_use(st, ops, NULL, n, offsetof(fp_win_op_t, key), st->opwin, nwin);
 }
 
 /*
@@ -345,7 +358,8 @@ static fp_err_t grow_u32(uint32_t **p, size_t *cap, size_t need) {
 }
 
 /* Whether two ops of one window, consecutive in sending order, go in one run: same bucket,
- * and for DISTINCT the same member (COUNT and BASELINE have none). SUM and TOPK never do. */
+ * and for DISTINCT the same member (COUNT and BASELINE have none), for TOPK a term on both
+ * (the run counts them). SUM never does. */
 static int same_run(const fp_win_op_t *a, const fp_win_op_t *b) {
   fp_win_kind_t k = a->spec->kind;
   if (k == FP_WIN_SUM) return 0;
@@ -362,30 +376,18 @@ static int same_run(const fp_win_op_t *a, const fp_win_op_t *b) {
  */
 static fp_err_t topk_run_terms(fp_store_t *st, const fp_win_op_t *ops, const uint32_t *sent,
                                size_t k) {
-  size_t cap = 16, nt = 0;
-  while (cap < 2 * k) cap *= 2;
+  size_t nt = 0;
   fp_err_t err;
-  if ((err = grow_u32(&st->tslot, &st->tslotcap, cap)) || (err = grow_u32(&st->tfirst, &st->tfirstcap, k)) ||
-      (err = grow_u32(&st->tcount, &st->tcountcap, k)))
+  if ((err = grow_u32(&st->tid, &st->tidcap, k)) || (err = grow_u32(&st->tcount, &st->tcountcap, k)) ||
+      (err = first_use(st, ops, sent, k, offsetof(fp_win_op_t, member), st->tid, &nt)))
     return err;
-  memset(st->tslot, 0, cap * sizeof(*st->tslot));
-  for (size_t r = 0; r < k; r++) {
-    const char *m = ops[sent[r]].member;
-    uint32_t h = key_hash(m) & (uint32_t)(cap - 1);
-    while (st->tslot[h] && strcmp(ops[sent[st->tfirst[st->tslot[h] - 1]]].member, m) != 0)
-      h = (h + 1) & (uint32_t)(cap - 1);
-    if (st->tslot[h]) {
-      st->tcount[st->tslot[h] - 1]++;
-    } else {
-      st->tfirst[nt] = (uint32_t)r;
-      st->tcount[nt] = 1;
-      st->tslot[h] = (uint32_t)++nt;
-    }
-  }
+  memset(st->tcount, 0, nt * sizeof(*st->tcount));
+  for (size_t r = 0; r < k; r++) st->tcount[st->tid[r] - 1]++;
   err = argv_i64(st, (int64_t)nt);
-  for (size_t t = 0; t < nt && !err; t++) {
-    err = argv_cstr(st, ops[sent[st->tfirst[t]]].member);
-    if (!err) err = argv_i64(st, st->tcount[t]);
+  for (size_t r = 0, done = 0; r < k && !err; r++) {
+    if (st->tid[r] <= done) continue; /* the term's first op names it */
+    err = argv_cstr(st, ops[sent[r]].member);
+    if (!err) err = argv_i64(st, st->tcount[done++]);
   }
   return err;
 }

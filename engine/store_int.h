@@ -68,8 +68,9 @@ struct fp_store_s {
   size_t argc, argcap;
   char *nums;
   size_t numlen, numcap;
-  /* fp_store_apply's window table: open addressing over the ops' keys (slot -> op index + 1,
-     0 = empty), and each op's window position (1-based) */
+  /* first_use's table (open addressing, slot -> item index + 1, 0 = empty): the window
+     table over the ops' keys, then a TOPK run's terms; and each op's window position
+     (1-based) */
   uint32_t *wslot;
   size_t wslotcap;
   uint32_t *opwin;
@@ -78,8 +79,8 @@ struct fp_store_s {
   size_t permcap, wstartcap, kidxcap;
   uint32_t *wruns; /* per window: how many runs its ops make (see call_ops) */
   size_t wrunscap;
-  uint32_t *tslot, *tfirst, *tcount; /* a TOPK run's terms: hash slots, first op, count */
-  size_t tslotcap, tfirstcap, tcountcap;
+  uint32_t *tid, *tcount; /* a TOPK run: each op's term number (first_use), each term's count */
+  size_t tidcap, tcountcap;
   fp_buf_t blob; /* the memo index of an apply call */
 };
 

@@ -515,15 +515,31 @@ local function add_range(w, b, a)
   end
 end
 
-local function apply(w, b, amount, member)
+-- Moves the head to an op at bucket b (the window's first op sets it); an op older than the
+-- lateness allows is too late: counted (k ops) and not applied. Returns true then.
+local function enter(w, b, k)
   if w.h == nil then
     w.h, w.lo = b, b
   elseif b > w.h then
     advance(w, b)
   elseif b < w.h - w.lb then
-    too_late = too_late + 1
-    return peek(w, b)
+    too_late = too_late + k
+    return true
   end
+  return false
+end
+
+-- TOPK: c more of term at bucket b. Term counts are summed here and written once per (bucket,
+-- term) at flush: nothing in this call reads them (values come from the window hash), the
+-- topk mode reads them in later calls.
+local function count_term(w, b, term, c)
+  local ti = w.ti[b]
+  if not ti then ti = {}; w.ti[b] = ti; w.tib[#w.tib + 1] = b end
+  ti[term] = (ti[term] or 0) + c
+end
+
+local function apply(w, b, amount, member)
+  if enter(w, b, 1) then return peek(w, b) end
   local kind = w.kind
   if kind == 'c' or kind == 's' then
     w.changed = true
@@ -591,32 +607,32 @@ local function apply(w, b, amount, member)
   else -- 't'
     w.changed = true
     if member ~= '' then
-      -- term counts are summed here and written once per (bucket, term) at flush: nothing
-      -- in this call reads them (values come from the window hash), the topk mode reads
-      -- them in later calls
-      local ti = w.ti[b]
-      if not ti then ti = {}; w.ti[b] = ti; w.tib[#w.tib + 1] = b end
-      ti[member] = (ti[member] or 0) + 1
+      count_term(w, b, member, 1)
       add_range(w, b, 1)
     end
     return rsum(w, b)
   end
 end
 
--- A run of k ops of one COUNT or BASELINE window at bucket b, applied at once: the same state
--- as k single ops (integer arithmetic, exact), and the value after the last; the values
--- before it follow from it (the count went up by one per op). Returns the value and whether
--- the run was too late (then nothing changed and every op has that value).
-local function apply_run(w, b, k)
-  if w.h == nil then
-    w.h, w.lo = b, b
-  elseif b > w.h then
-    advance(w, b)
-  elseif b < w.h - w.lb then
-    too_late = too_late + k
-    return peek(w, b), true
-  end
+-- A run of k ops of one COUNT, BASELINE or TOPK window at bucket b, applied at once: the same
+-- state as k single ops (integer arithmetic, exact), and the value after the last; the values
+-- before it follow from it (the count went up by one per op). TOPK: ARGV[at..] holds nt pairs
+-- of a term and how many of the run's ops name it (k = the sum of the counts, or k = 1 and
+-- nt = 0 for an op without a term). Returns the value and whether the run was too late (then
+-- nothing changed and every op has that value).
+local function apply_run(w, b, k, at, nt)
+  if enter(w, b, k) then return peek(w, b), true end
   w.changed = true
+  if w.kind == 't' then
+    local add = 0
+    for j = at, at + 2 * nt - 2, 2 do
+      local c = tonumber(ARGV[j + 1])
+      count_term(w, b, ARGV[j], c)
+      add = add + c
+    end
+    if add > 0 then add_range(w, b, add) end
+    return rsum(w, b), false
+  end
   if w.kind == 'c' then
     add_range(w, b, k)
     return rsum(w, b), false
@@ -633,34 +649,6 @@ local function apply_run(w, b, k)
   end
   local t, q = bstats(w, b)
   return baseline_out(c, t, q), false
-end
-
--- A run of k ops of one TOPK window at bucket b, their terms counted (ARGV[at..]: nt pairs of
--- term and how many of the run's ops name it; k = the sum of the counts, or 1 and nt = 0 for
--- an op without a term): the same state as k single ops, and the value after the last (each
--- op before it had one less). Returns the value and whether the run was too late.
-local function apply_topk_run(w, b, k, at, nt)
-  if w.h == nil then
-    w.h, w.lo = b, b
-  elseif b > w.h then
-    advance(w, b)
-  elseif b < w.h - w.lb then
-    too_late = too_late + k
-    return peek(w, b), true
-  end
-  w.changed = true
-  if nt > 0 then
-    local ti = w.ti[b]
-    if not ti then ti = {}; w.ti[b] = ti; w.tib[#w.tib + 1] = b end
-    local add = 0
-    for j = at, at + 2 * nt - 2, 2 do
-      local term, c = ARGV[j], tonumber(ARGV[j + 1])
-      ti[term] = (ti[term] or 0) + c
-      add = add + c
-    end
-    add_range(w, b, add)
-  end
-  return rsum(w, b), false
 end
 
 -- Writes one window's buffered state back; every key written gets its expiry.
@@ -773,35 +761,23 @@ local function each_op(nwin, lateness, outs, base, fn, peeking)
         outs[i] = k == 1 and v or (v .. '@' .. ks)
         a = a + 3
       end
-    elseif ng < cnt and kind == 't' then -- TOPK: bucket, k, nterms, (term, count) x nterms
-      for _ = 1, ng do
-        local ks = ARGV[a + 1]
-        local b, k, nt = bnum(ARGV[a]), bnum(ks), tonumber(ARGV[a + 2])
-        i = i + 1
-        if peeking then
-          local v = result(fn(w, b))
-          outs[i] = k == 1 and v or (v .. '@' .. ks)
-        else
-          local v, late = apply_topk_run(w, b, k, a + 3, nt)
-          outs[i] = k == 1 and result(v) or (result(v) .. (late and '@' or '*') .. ks)
-        end
-        a = a + 3 + 2 * nt
-      end
-    elseif ng < cnt then -- COUNT, BASELINE
+    elseif ng < cnt then -- COUNT, BASELINE: bucket, k; TOPK: bucket, k, nterms, (term, count)...
+      local topk = kind == 't'
       for _ = 1, ng do
         local ks = ARGV[a + 1]
         local b, k = bnum(ARGV[a]), bnum(ks)
+        local nt = topk and tonumber(ARGV[a + 2]) or 0
         i = i + 1
         if peeking then
           local v = result(fn(w, b))
           outs[i] = k == 1 and v or (v .. '@' .. ks)
-        elseif k == 1 then
+        elseif k == 1 and not topk then
           outs[i] = result(fn(w, b, 1, ''))
         else
-          local v, late = apply_run(w, b, k)
-          outs[i] = result(v) .. (late and '@' or '*') .. ks
+          local v, late = apply_run(w, b, k, a + 3, nt)
+          outs[i] = k == 1 and result(v) or (result(v) .. (late and '@' or '*') .. ks)
         end
-        a = a + 2
+        a = a + (topk and 3 + 2 * nt or 2)
       end
     elseif kind == 'c' or kind == 'b' then
       for _ = 1, cnt do
