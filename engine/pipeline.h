@@ -75,4 +75,30 @@ fp_err_t fp_pipeline_run(fp_pipeline_t *p, const char *source, int64_t *watermar
                          fp_pipeline_retry_fn retry, void *retry_opaque, fp_pipeline_out_t *out,
                          char *errstr, size_t errstr_size);
 
+/*
+ * A run in two halves, for a caller that prepares its next run while the store applies this
+ * one (the worker): fp_pipeline_run() is prepare, then finish, in slot 0.
+ *
+ *   prepare(s)  decode and rules stage 1 of the inputs into slot s (releasing what the slot
+ *               held); *watermark is moved past the inputs (the caller keeps it for the
+ *               source's next prepare, and makes it the source's own once finish succeeds);
+ *   send(s)     sends the slot's window round trip without waiting (best effort: when it
+ *               cannot, finish does it); nothing else may use the store until finish(s);
+ *   finish(s)   the window round trip (or its reply), severities and the lifecycle; the
+ *               outputs are borrowed until the slot's next prepare or the next finish;
+ *   discard(s)  drops a prepared run that will not be finished.
+ *
+ * Order: rules stage 1 of a later run may run before stage 2 of an earlier one (rules see
+ * the same mentions and window values either way). The store sees every run's calls in
+ * order: a run is sent only after the one before it is finished.
+ */
+#define FP_PIPELINE_SLOTS 2
+fp_err_t fp_pipeline_prepare(fp_pipeline_t *p, int slot, const char *source, int64_t *watermark,
+                             const fp_input_t *in, size_t n, char *errstr, size_t errstr_size);
+void fp_pipeline_send(fp_pipeline_t *p, int slot, int64_t committed);
+fp_err_t fp_pipeline_finish(fp_pipeline_t *p, int slot, int64_t committed, int sweep,
+                            fp_pipeline_retry_fn retry, void *retry_opaque, fp_pipeline_out_t *out,
+                            char *errstr, size_t errstr_size);
+void fp_pipeline_discard(fp_pipeline_t *p, int slot);
+
 #endif

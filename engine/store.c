@@ -398,7 +398,8 @@ static fp_err_t topk_run_terms(fp_store_t *st, const fp_win_op_t *ops, const uin
  * window), so the script names each window once; st->perm[j] is the op sent j-th, and the
  * reply's results come in that order. The memo index sent along says, for every op in
  * sending order, its offset (relative to the first) and its position among its offset's
- * ops: "d.k,d.k,...". On return *rep borrows from the backend until its next call.
+ * ops: "d.k,d.k,...". On return *rep borrows from the backend until its next call. With
+ * @p rep NULL the call is only sent (the backend's send; st->perm stays for its reply).
  */
 static fp_err_t call_ops(fp_store_t *st, const char *mode, const char *source, const fp_win_op_t *ops,
                          size_t n, int64_t committed, fp_store_reply_t *rep, char *errstr,
@@ -503,6 +504,11 @@ static fp_err_t call_ops(fp_store_t *st, const char *mode, const char *source, c
     }
   }
   if (err) return fp_seterr(errstr, errstr_size, err, "store: out of memory building a batch");
+  if (!rep) { /* fp_store_apply_send: the reply is fp_store_apply's to read */
+    argv_finish(st);
+    return st->be->send(st, &fp_store_windows_script, st->argc, st->argv, st->argvlen, errstr,
+                        errstr_size);
+  }
   return eval(st, rep, errstr, errstr_size);
 }
 
@@ -628,6 +634,36 @@ done:
   return err;
 }
 
+/* The ops of an apply call are well-formed: known window specs, a key, ascending offsets. */
+static fp_err_t check_ops(const fp_win_op_t *ops, size_t n, char *errstr, size_t errstr_size) {
+  fp_err_t err;
+  for (size_t i = 0; i < n; i++) {
+    const fp_win_op_t *op = &ops[i];
+    if ((err = check_spec(op->spec, errstr, errstr_size))) return err;
+    if (!op->key || op->offset < 0 || (i && op->offset < ops[i - 1].offset) || !isfinite(op->amount))
+      return fp_seterr(errstr, errstr_size, FP_ERR_INVALID_ARG,
+                       "store: op %zu: missing key, negative or descending offset, or "
+                       "non-finite amount", i);
+  }
+  return FP_OK;
+}
+
+void fp_store_apply_send(fp_store_t *st, const char *source, const fp_win_op_t *ops, size_t n,
+                         int64_t committed) {
+  char errstr[256];
+  if (!st) return;
+  st->sent.ops = NULL;
+  if (!st->be->send || !source || !*source || !ops || n == 0 ||
+      strlen(source) >= sizeof(st->sent.source) || check_ops(ops, n, errstr, sizeof(errstr)))
+    return; /* fp_store_apply does it all, and reports what is wrong */
+  if (call_ops(st, "apply", source, ops, n, committed, NULL, errstr, sizeof(errstr)) != FP_OK)
+    return; /* not sent, or the connection was dropped: fp_store_apply sends again */
+  st->sent.ops = ops;
+  st->sent.n = n;
+  st->sent.committed = committed;
+  memcpy(st->sent.source, source, strlen(source) + 1);
+}
+
 fp_err_t fp_store_apply(fp_store_t *st, const char *source, fp_win_op_t *ops, size_t n,
                         int64_t committed, fp_store_result_t *res, char *errstr,
                         size_t errstr_size) {
@@ -637,15 +673,12 @@ fp_err_t fp_store_apply(fp_store_t *st, const char *source, fp_win_op_t *ops, si
   if (res) memset(res, 0, sizeof(*res));
   if (!st || !source || !*source || (n && !ops))
     return fp_seterr(errstr, errstr_size, FP_ERR_INVALID_ARG, "store: bad arguments");
+  /* this very call sent ahead? (cleared either way: any call settles what was sent) */
+  int ahead = st->sent.ops && st->sent.ops == ops && st->sent.n == n &&
+              st->sent.committed == committed && strcmp(st->sent.source, source) == 0;
+  st->sent.ops = NULL;
   if (n == 0) return FP_OK;
-  for (size_t i = 0; i < n; i++) {
-    const fp_win_op_t *op = &ops[i];
-    if ((err = check_spec(op->spec, errstr, errstr_size))) return err;
-    if (!op->key || op->offset < 0 || (i && op->offset < ops[i - 1].offset) || !isfinite(op->amount))
-      return fp_seterr(errstr, errstr_size, FP_ERR_INVALID_ARG,
-                       "store: op %zu: missing key, negative or descending offset, or "
-                       "non-finite amount", i);
-  }
+  if ((err = check_ops(ops, n, errstr, errstr_size))) return err;
 
   /* A replay answers what it can and sends the rest again; the fence only moves up, so
      this ends (the bound is for a store that keeps answering nonsense). */
@@ -653,7 +686,11 @@ fp_err_t fp_store_apply(fp_store_t *st, const char *source, fp_win_op_t *ops, si
     fp_store_reply_t rep = {0};
     if (round == 8)
       return fp_seterr(errstr, errstr_size, FP_ERR_FATAL, "store: source %s: fence keeps moving", source);
-    if ((err = call_ops(st, "apply", source, ops, n, committed, &rep, errstr, errstr_size))) return err;
+    err = FP_ERR_INVALID_ARG;
+    if (round == 0 && ahead) err = st->be->recv(st, &rep, errstr, errstr_size);
+    if (err == FP_ERR_INVALID_ARG) /* not sent ahead, or its reply was read by another call */
+      err = call_ops(st, "apply", source, ops, n, committed, &rep, errstr, errstr_size);
+    if (err) return err;
     if (rep.n >= 2 && rep.str[0] && rep.len[0] == 1 && rep.str[0][0] == 'A') {
       if ((err = parse_results(st, &rep, ops, n, errstr, errstr_size))) return err;
       int64_t late = reply_i64(&rep, 1);

@@ -92,6 +92,18 @@ fp_err_t fp_store_apply(fp_store_t *store, const char *source, fp_win_op_t *ops,
                         int64_t committed, fp_store_result_t *res, char *errstr,
                         size_t errstr_size);
 
+/**
+ * Sends the first round trip of fp_store_apply(@p store, @p source, @p ops, @p n,
+ * @p committed) without waiting for it, so the caller can work while the server runs it
+ * (the worker decodes its next run). The fp_store_apply() call with the same arguments, the
+ * next call on the store, then takes its reply. Best effort: when the backend cannot send
+ * ahead (the in-process store), the arguments are bad or the send fails, nothing is
+ * outstanding and fp_store_apply() does the whole call itself, so the result is the same.
+ * @p ops is borrowed until that fp_store_apply() call, and must not change before it.
+ */
+void fp_store_apply_send(fp_store_t *store, const char *source, const fp_win_op_t *ops, size_t n,
+                         int64_t committed);
+
 /** Highest offset applied for @p source, or -1 when none is recorded. */
 fp_err_t fp_store_fence(fp_store_t *store, const char *source, int64_t *offset_out,
                         char *errstr, size_t errstr_size);

@@ -47,6 +47,16 @@ typedef struct fp_store_backend_s {
                    const char **argv, const size_t *argvlen, fp_store_reply_t *rep,
                    char *errstr, size_t errstr_size);
   void (*destroy)(fp_store_t *st);
+  /**
+   * Optional (NULL: eval only), the two halves of eval for a caller with work to do while
+   * the server runs the script: send writes the call without waiting (what the socket does
+   * not take yet goes with recv); recv waits for its reply, as eval would return it.
+   * Any other call in between first reads the outstanding reply and drops it, so recv then
+   * fails with FP_ERR_INVALID_ARG ("nothing sent") and the caller calls eval instead.
+   */
+  fp_err_t (*send)(fp_store_t *st, const fp_store_script_t *script, size_t argc,
+                   const char **argv, const size_t *argvlen, char *errstr, size_t errstr_size);
+  fp_err_t (*recv)(fp_store_t *st, fp_store_reply_t *rep, char *errstr, size_t errstr_size);
 } fp_store_backend_t;
 
 struct fp_store_s {
@@ -82,6 +92,14 @@ struct fp_store_s {
   uint32_t *tid, *tcount; /* a TOPK run: each op's term number (first_use), each term's count */
   size_t tidcap, tcountcap;
   fp_buf_t blob; /* the memo index of an apply call */
+  /* an apply call sent ahead (fp_store_apply_send) whose reply fp_store_apply takes: the
+     ops it was built from (borrowed), so a different apply is not given its reply */
+  struct {
+    const fp_win_op_t *ops;
+    size_t n;
+    int64_t committed;
+    char source[320];
+  } sent;
 };
 
 /** Initialises the common part; @p prefix is copied. @returns FP_OK or FP_ERR_NOMEM. */

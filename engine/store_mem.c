@@ -280,7 +280,7 @@ static void mem_destroy(fp_store_t *st) {
   free(m);
 }
 
-static const fp_store_backend_t mem_backend = {"mem", mem_eval, mem_destroy};
+static const fp_store_backend_t mem_backend = {"mem", mem_eval, mem_destroy, NULL, NULL};
 
 fp_store_t *fp_store_mem_new(char *errstr, size_t errstr_size) {
   fp_store_mem_t *m = calloc(1, sizeof(*m));

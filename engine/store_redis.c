@@ -14,13 +14,21 @@
  * FP_ERR_REDIS_FATAL: retrying cannot help. Other error replies (-LOADING, -BUSY, ...) are
  * retriable and keep the connection.
  *
+ * Sent ahead (redis_send, for fp_store_apply_send): the command is written without
+ * waiting, as much as the socket takes, and the rest is written when its reply is read
+ * (redis_recv). Until then the command sits in r->resp; any other command first finishes it
+ * and drops its reply (settle), so a connection never has two callers' replies in flight.
+ *
  * Invariant: st->c is NULL or a context with no error; a reply is kept only until the next
  * call (fp_store_reply_t borrows from it).
  */
+#include <errno.h>
 #include <hiredis/hiredis.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/time.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "store_int.h"
@@ -46,11 +54,45 @@ typedef struct fp_store_redis_s {
   size_t *cmdl, cmdcap;
   char *resp;              /* the command in RESP, built here rather than by hiredis's */
   size_t respcap;          /* printf-style formatter (a batch has thousands of arguments) */
+  int pending;             /* a command was sent ahead and its reply is not read yet */
+  size_t ahead_off, ahead_len; /* of it, r->resp[ahead_off..ahead_len) is not written yet */
+  const fp_store_script_t *ahead_script; /* and which script it runs */
 } fp_store_redis_t;
 
 static void drop_conn(fp_store_redis_t *r) {
   if (r->c) redisFree(r->c);
   r->c = NULL;
+  r->pending = 0;
+}
+
+static fp_err_t io_error(fp_store_redis_t *r, char *errstr, size_t errstr_size) {
+  fp_err_t e = fp_seterr(errstr, errstr_size, FP_ERR_REDIS, "redis %s:%d: %s (%s)", r->host,
+                         r->port, r->c->errstr[0] ? r->c->errstr : "I/O error",
+                         r->c->err == REDIS_ERR_IO || !r->c->err ? "I/O or timeout; outcome unknown"
+                                                                 : "closed");
+  drop_conn(r);
+  return e;
+}
+
+/* Finishes the command sent ahead: writes the rest of it (blocking, within the command
+ * timeout the socket has) and reads its reply into *out (owned; may be an error reply). */
+static fp_err_t settle(fp_store_redis_t *r, redisReply **out, char *errstr, size_t errstr_size) {
+  *out = NULL;
+  while (r->ahead_off < r->ahead_len) {
+    ssize_t w = write(r->c->fd, r->resp + r->ahead_off, r->ahead_len - r->ahead_off);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) {
+      snprintf(r->c->errstr, sizeof(r->c->errstr), "write: %s", w < 0 ? strerror(errno) : "closed");
+      return io_error(r, errstr, errstr_size);
+    }
+    r->ahead_off += (size_t)w;
+  }
+  r->pending = 0;
+  if (redisGetReply(r->c, (void **)out) != REDIS_OK || !*out) {
+    *out = NULL;
+    return io_error(r, errstr, errstr_size);
+  }
+  return FP_OK;
 }
 
 static struct timeval tv_ms(int ms) {
@@ -104,21 +146,21 @@ static size_t format_resp(fp_store_redis_t *r, int argc, const char **argv, cons
 static fp_err_t command(fp_store_redis_t *r, int argc, const char **argv, const size_t *lens,
                         redisReply **out, char *errstr, size_t errstr_size) {
   *out = NULL;
-  r->base.roundtrips++;
   redisReply *rep = NULL;
   size_t len;
+  if (r->pending) { /* a command sent ahead nobody took: finish it, drop its reply */
+    fp_err_t e = settle(r, &rep, errstr, errstr_size);
+    if (rep) freeReplyObject(rep);
+    if (e) return e;
+    rep = NULL;
+  }
+  r->base.roundtrips++;
   if (!(len = format_resp(r, argc, argv, lens)))
     return fp_seterr(errstr, errstr_size, FP_ERR_NOMEM, "redis: out of memory formatting a command");
   if (redisAppendFormattedCommand(r->c, r->resp, len) != REDIS_OK ||
       redisGetReply(r->c, (void **)&rep) != REDIS_OK)
     rep = NULL;
-  if (!rep) {
-    fp_err_t e = fp_seterr(errstr, errstr_size, FP_ERR_REDIS, "redis %s:%d: %s (%s)", r->host,
-                           r->port, r->c->errstr[0] ? r->c->errstr : "I/O error",
-                           r->c->err == REDIS_ERR_IO ? "I/O or timeout; outcome unknown" : "closed");
-    drop_conn(r);
-    return e;
-  }
+  if (!rep) return io_error(r, errstr, errstr_size);
   if (rep->type == REDIS_REPLY_ERROR) {
     fp_err_t e = classify(rep->str);
     fp_seterr(errstr, errstr_size, e, "redis %s:%d: %s", r->host, r->port, rep->str);
@@ -251,49 +293,32 @@ static fp_err_t grow2(void *ap, void *bp, size_t *cap, size_t need, size_t ea, s
   return FP_OK;
 }
 
-static fp_err_t redis_eval(fp_store_t *st, const fp_store_script_t *script, size_t argc,
-                           const char **argv, const size_t *argvlen, fp_store_reply_t *out,
-                           char *errstr, size_t errstr_size) {
-  fp_store_redis_t *r = (fp_store_redis_t *)st;
-  redisReply *rep = NULL;
-  fp_err_t err;
-
+/* Starts a script call: frees the reply the caller borrowed, finds the script's SHA slot
+ * (*sha, empty until loaded) and builds r->cmdv/cmdl = EVALSHA <sha> 0 ARGV... (the SHA is
+ * set by the caller). */
+static fp_err_t begin_call(fp_store_redis_t *r, const fp_store_script_t *script, size_t argc,
+                           const char **argv, const size_t *argvlen, char **sha, char *errstr,
+                           size_t errstr_size) {
   if (r->last) {
     freeReplyObject(r->last);
     r->last = NULL;
   }
-  char *sha = sha_slot(r, script);
-  if (!sha) return fp_seterr(errstr, errstr_size, FP_ERR_FATAL, "store: too many scripts");
-
+  if (!(*sha = sha_slot(r, script)))
+    return fp_seterr(errstr, errstr_size, FP_ERR_FATAL, "store: too many scripts");
   if (grow2(&r->cmdv, &r->cmdl, &r->cmdcap, argc + 3, sizeof(*r->cmdv), sizeof(*r->cmdl)))
-    goto nomem;
+    return fp_seterr(errstr, errstr_size, FP_ERR_NOMEM, "store: out of memory");
   memcpy(r->cmdv + 3, argv, argc * sizeof(*argv));
   memcpy(r->cmdl + 3, argvlen, argc * sizeof(*argvlen));
   r->cmdv[0] = "EVALSHA";
   r->cmdl[0] = 7;
   r->cmdv[2] = "0";
   r->cmdl[2] = 1;
+  return FP_OK;
+}
 
-  if (!r->c && (err = connect_now(r, errstr, errstr_size))) return err;
-  for (int attempt = 0; attempt < 2; attempt++) {
-    if (!sha[0] && (err = load_script(r, script, sha, errstr, errstr_size))) return err;
-    r->cmdv[1] = sha;
-    r->cmdl[1] = 40;
-    err = command(r, (int)(argc + 3), r->cmdv, r->cmdl, &rep, errstr, errstr_size);
-    if (err && rep && strncmp(rep->str, "NOSCRIPT", 8) == 0) {
-      freeReplyObject(rep);
-      rep = NULL;
-      sha[0] = '\0';
-      fp_log(FP_LOG_INFO, "store", "redis %s:%d lost script %s (restart or SCRIPT FLUSH); "
-             "loading it again", r->host, r->port, script->name);
-      continue;
-    }
-    break;
-  }
-  if (err) {
-    if (rep) freeReplyObject(rep);
-    return err;
-  }
+/* Hands a script's array reply (owned, taken over) to the caller as *out. */
+static fp_err_t take_reply(fp_store_redis_t *r, redisReply *rep, const fp_store_script_t *script,
+                           fp_store_reply_t *out, char *errstr, size_t errstr_size) {
   if (rep->type != REDIS_REPLY_ARRAY) {
     freeReplyObject(rep);
     return fp_seterr(errstr, errstr_size, FP_ERR_REDIS_FATAL, "redis: %s: reply is not an array",
@@ -301,7 +326,7 @@ static fp_err_t redis_eval(fp_store_t *st, const fp_store_script_t *script, size
   }
   if (grow2(&r->rstr, &r->rlen, &r->rcap, rep->elements, sizeof(*r->rstr), sizeof(*r->rlen))) {
     freeReplyObject(rep);
-    goto nomem;
+    return fp_seterr(errstr, errstr_size, FP_ERR_NOMEM, "store: out of memory");
   }
   for (size_t i = 0; i < rep->elements; i++) {
     const redisReply *e = rep->element[i];
@@ -318,8 +343,103 @@ static fp_err_t redis_eval(fp_store_t *st, const fp_store_script_t *script, size
   out->str = r->rstr;
   out->len = r->rlen;
   return FP_OK;
-nomem:
-  return fp_seterr(errstr, errstr_size, FP_ERR_NOMEM, "store: out of memory");
+}
+
+static void log_noscript(fp_store_redis_t *r, const fp_store_script_t *script) {
+  fp_log(FP_LOG_INFO, "store", "redis %s:%d lost script %s (restart or SCRIPT FLUSH); "
+         "loading it again", r->host, r->port, script->name);
+}
+
+static fp_err_t redis_eval(fp_store_t *st, const fp_store_script_t *script, size_t argc,
+                           const char **argv, const size_t *argvlen, fp_store_reply_t *out,
+                           char *errstr, size_t errstr_size) {
+  fp_store_redis_t *r = (fp_store_redis_t *)st;
+  redisReply *rep = NULL;
+  fp_err_t err;
+  char *sha;
+
+  if ((err = begin_call(r, script, argc, argv, argvlen, &sha, errstr, errstr_size))) return err;
+
+  if (!r->c && (err = connect_now(r, errstr, errstr_size))) return err;
+  for (int attempt = 0; attempt < 2; attempt++) {
+    if (!sha[0] && (err = load_script(r, script, sha, errstr, errstr_size))) return err;
+    r->cmdv[1] = sha;
+    r->cmdl[1] = 40;
+    err = command(r, (int)(argc + 3), r->cmdv, r->cmdl, &rep, errstr, errstr_size);
+    if (err && rep && strncmp(rep->str, "NOSCRIPT", 8) == 0) {
+      freeReplyObject(rep);
+      rep = NULL;
+      sha[0] = '\0';
+      log_noscript(r, script);
+      continue;
+    }
+    break;
+  }
+  if (err) {
+    if (rep) freeReplyObject(rep);
+    return err;
+  }
+  return take_reply(r, rep, script, out, errstr, errstr_size);
+}
+
+static fp_err_t redis_send(fp_store_t *st, const fp_store_script_t *script, size_t argc,
+                           const char **argv, const size_t *argvlen, char *errstr,
+                           size_t errstr_size) {
+  fp_store_redis_t *r = (fp_store_redis_t *)st;
+  redisReply *rep = NULL;
+  fp_err_t err;
+  size_t len;
+  char *sha;
+
+  if ((err = begin_call(r, script, argc, argv, argvlen, &sha, errstr, errstr_size))) return err;
+  if (r->pending) {
+    err = settle(r, &rep, errstr, errstr_size);
+    if (rep) freeReplyObject(rep);
+    if (err) return err;
+  }
+  if (!r->c && (err = connect_now(r, errstr, errstr_size))) return err;
+  if (!sha[0] && (err = load_script(r, script, sha, errstr, errstr_size))) return err;
+  r->cmdv[1] = sha;
+  r->cmdl[1] = 40;
+  if (!(len = format_resp(r, (int)(argc + 3), r->cmdv, r->cmdl)))
+    return fp_seterr(errstr, errstr_size, FP_ERR_NOMEM, "redis: out of memory formatting a command");
+  r->base.roundtrips++;
+  ssize_t w = send(r->c->fd, r->resp, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+  if (w < 0) {
+    if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+      snprintf(r->c->errstr, sizeof(r->c->errstr), "write: %s", strerror(errno));
+      return io_error(r, errstr, errstr_size);
+    }
+    w = 0;
+  }
+  r->ahead_off = (size_t)w;
+  r->ahead_len = len;
+  r->ahead_script = script;
+  r->pending = 1;
+  return FP_OK;
+}
+
+static fp_err_t redis_recv(fp_store_t *st, fp_store_reply_t *out, char *errstr, size_t errstr_size) {
+  fp_store_redis_t *r = (fp_store_redis_t *)st;
+  const fp_store_script_t *script = r->ahead_script;
+  redisReply *rep;
+  fp_err_t err;
+  if (!r->pending) return fp_seterr(errstr, errstr_size, FP_ERR_INVALID_ARG, "store: nothing sent");
+  if ((err = settle(r, &rep, errstr, errstr_size))) return err;
+  if (rep->type == REDIS_REPLY_ERROR) {
+    if (strncmp(rep->str, "NOSCRIPT", 8) == 0) { /* the caller calls again with eval, which loads it */
+      freeReplyObject(rep);
+      char *sha = sha_slot(r, script);
+      if (sha) sha[0] = '\0';
+      log_noscript(r, script);
+      return fp_seterr(errstr, errstr_size, FP_ERR_INVALID_ARG, "store: script not loaded");
+    }
+    err = classify(rep->str);
+    fp_seterr(errstr, errstr_size, err, "redis %s:%d: %s", r->host, r->port, rep->str);
+    freeReplyObject(rep);
+    return err;
+  }
+  return take_reply(r, rep, script, out, errstr, errstr_size);
 }
 
 static void redis_destroy(fp_store_t *st) {
@@ -336,7 +456,8 @@ static void redis_destroy(fp_store_t *st) {
   free(r);
 }
 
-static const fp_store_backend_t redis_backend = {"redis", redis_eval, redis_destroy};
+static const fp_store_backend_t redis_backend = {"redis", redis_eval, redis_destroy, redis_send,
+                                                 redis_recv};
 
 fp_store_t *fp_store_redis_new(const fp_store_redis_conf_t *conf, char *errstr,
                                size_t errstr_size) {

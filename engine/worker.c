@@ -11,6 +11,12 @@
  * in a crisis most runs have one). Offsets are still stored only for acknowledged runs, in
  * order. Exactly-once, each run's outputs are flushed before the next (the transaction).
  *
+ * Runs are pipelined, one deep: while Redis runs a run's window script, the worker decodes
+ * and evaluates rules stage 1 of its next run (two pipeline slots, see pipeline.h), and sends
+ * that run's script once the one before is finished. A worker used to wait idle for the
+ * script, and with four workers sharing one Redis they waited together: on the 2-core bench
+ * 30% of the time no worker could run while Redis worked (thread states sampled every 5 ms).
+ *
  * Failures of Redis or Kafka are retried with jittered exponential backoff while the run
  * thread pauses this worker's partitions (the blocked flag), so the group membership stays
  * and nothing beyond the acknowledged prefix is ever stored. A retry repeats the failed step
@@ -46,9 +52,21 @@ typedef struct fp_pending_s {
   int refused;          /* a produce call failed: emit again before storing */
 } fp_pending_t;
 
+/* A run between fp_pipeline_prepare and fp_pipeline_finish, in pipeline slot s (its
+ * messages are nodes[s]). */
+typedef struct fp_staged_s {
+  fp_part_t *p;       /* NULL: none since the take began */
+  size_t k;
+  int64_t wm;         /* the partition's watermark after it */
+  int64_t committed;  /* the commit point its store calls were sent with */
+  int live;           /* prepared, not finished yet */
+  int dropped;        /* released: every later run of its partition in the take is too */
+} fp_staged_t;
+
 typedef struct fp_batch_s {
-  fp_qnode_t **nodes; /* the run being processed */
-  fp_input_t *in;
+  fp_qnode_t **nodes[FP_PIPELINE_SLOTS]; /* the runs in hand, one per pipeline slot */
+  fp_input_t *in[FP_PIPELINE_SLOTS];
+  fp_staged_t st[FP_PIPELINE_SLOTS];
   size_t cap;
   fp_pending_t *pend; /* this round's runs, in processing order */
   size_t npend, cappend;
@@ -250,17 +268,20 @@ size_t fp_worker_qlen(fp_worker_t *w) {
 static fp_err_t batch_reserve(fp_batch_t *b, size_t n) {
   void *p;
   if (n <= b->cap) return FP_OK;
-  if (!(p = realloc(b->nodes, n * sizeof(*b->nodes)))) return FP_ERR_NOMEM;
-  b->nodes = p;
-  if (!(p = realloc(b->in, n * sizeof(*b->in)))) return FP_ERR_NOMEM;
-  b->in = p;
+  for (int s = 0; s < FP_PIPELINE_SLOTS; s++) {
+    if (!(p = realloc(b->nodes[s], n * sizeof(*b->nodes[s])))) return FP_ERR_NOMEM;
+    b->nodes[s] = p;
+    if (!(p = realloc(b->in[s], n * sizeof(*b->in[s])))) return FP_ERR_NOMEM;
+    b->in[s] = p;
+  }
   b->cap = n;
   return FP_OK;
 }
 
 static void batch_free(fp_batch_t *b) {
   if (!b) return;
-  free(b->nodes), free(b->in), free(b->pend);
+  for (int s = 0; s < FP_PIPELINE_SLOTS; s++) free(b->nodes[s]), free(b->in[s]);
+  free(b->pend);
   fp_ack_destroy(&b->ack);
   free(b);
 }
@@ -352,8 +373,10 @@ static void pending_free(fp_pending_t *pd) {
 }
 
 /* Takes over the run's nodes and copies its outputs into a new pending record. */
-static fp_pending_t *pending_add(fp_worker_t *w, fp_part_t *p, size_t k, const fp_pipeline_out_t *po) {
+static fp_pending_t *pending_add(fp_worker_t *w, int slot, fp_part_t *p, size_t k,
+                                 const fp_pipeline_out_t *po) {
   fp_batch_t *b = w->batch;
+  fp_qnode_t **nodes = b->nodes[slot];
   fp_pending_t *pd;
   size_t nd = 0;
   if (b->npend == b->cappend) {
@@ -373,8 +396,8 @@ static fp_pending_t *pending_add(fp_worker_t *w, fp_part_t *p, size_t k, const f
   for (size_t i = 0; i < po->events->n; i++)
     if (fp_outvec_copy(&pd->events, &po->events->recs[i]) != FP_OK) goto nomem;
   for (size_t i = 0; i < k; i++) {
-    pd->nodes[i] = b->nodes[i];
-    b->nodes[i] = NULL;
+    pd->nodes[i] = nodes[i];
+    nodes[i] = NULL;
     if (po->status[i] == FP_OK) continue;
     pd->dlq[pd->ndlq].i = i;
     pd->dlq[pd->ndlq].status = po->status[i];
@@ -522,55 +545,50 @@ static void finish_round(fp_worker_t *w) {
   b->npend = 0;
 }
 
+/* Releases the k messages of slot @p slot unstored (the partition replays them) and marks
+ * the slot's run dropped. */
+static void release_slot(fp_worker_t *w, int slot, fp_part_t *p, size_t k) {
+  fp_batch_t *b = w->batch;
+  for (size_t i = 0; i < k; i++) {
+    rd_kafka_message_destroy(b->nodes[slot][i]->msg);
+    free(b->nodes[slot][i]);
+    b->nodes[slot][i] = NULL;
+  }
+  atomic_fetch_sub(&p->inflight, (int64_t)k);
+  b->st[slot] = (fp_staged_t){.p = p, .dropped = 1};
+}
+
 /*
- * Processes the k messages of partition p in w->batch->nodes (offset order). *dropped says
- * that an earlier run of p in this take was not applied: this one is released too, and so is
- * every run once the engine hit a fatal error. Otherwise a later run whose store writes got
- * through would move the partition's fences past the dropped one, and its replay would be
- * taken for a duplicate: under a Redis OOM that comes and goes, a run whose lifecycle commit
- * was refused lost its incident updates for good when the next run of its partition in the
- * same take succeeded (fault row R6 in CI at 984a08c: an incident resolved with 56 mentions
- * instead of 60). Sets *dropped when this run is released.
+ * Finishes the run staged in @p slot: its window round trip (sent ahead), severities and
+ * lifecycle, then its outputs (produced; stored at the round's end, or with the transaction).
+ * A run that fails is released, and so is every later run of its partition in the take (the
+ * dropped mark): otherwise a later run whose store writes got through would move the
+ * partition's fences past the dropped one, and its replay would be taken for a duplicate:
+ * under a Redis OOM that comes and goes, a run whose lifecycle commit was refused lost its
+ * incident updates for good when the next run of its partition in the same take succeeded
+ * (fault row R6 in CI at 984a08c: an incident resolved with 56 mentions instead of 60).
  */
-static void process_run(fp_worker_t *w, fp_part_t *p, size_t k, int *dropped) {
+static void finish_staged(fp_worker_t *w, int slot) {
   fp_engine_t *e = w->e;
   fp_batch_t *b = w->batch;
+  fp_staged_t *st = &b->st[slot];
+  fp_part_t *p = st->p;
+  size_t k = st->k;
   char errbuf[512];
   fp_err_t err;
   fp_pipeline_out_t po;
   retry_ctx_t rc = {w, p};
-  int64_t wm = atomic_load(&p->max_event_ms);
   int sweep = 1; /* resolving incidents due costs no extra round trip */
 
-  if (*dropped || atomic_load(&e->fatal)) goto release; /* replayed from the dropped run */
-  if (atomic_load(&p->revoked)) goto release; /* not ours any more: the next owner replays */
-  if (atomic_load(&p->seek_to) >= 0) goto release; /* a rebuild seek is due: fetched again */
-  {
-    /* messages queued before the run thread's last seek are stale: drop them */
-    unsigned gen = atomic_load(&p->gen);
-    size_t kept = 0;
-    for (size_t i = 0; i < k; i++) {
-      if (b->nodes[i]->gen == gen) {
-        b->nodes[kept++] = b->nodes[i];
-        continue;
-      }
-      rd_kafka_message_destroy(b->nodes[i]->msg);
-      free(b->nodes[i]);
-      atomic_fetch_sub(&p->inflight, 1);
-    }
-    k = kept;
-    if (!k) return;
+  if (!st->live) return;
+  st->live = 0;
+  if (atomic_load(&e->fatal) || atomic_load(&p->revoked) || atomic_load(&p->seek_to) >= 0 ||
+      (e->eos && atomic_load(&e->txn_abort))) {
+    fp_pipeline_discard(w->pipeline, slot);
+    goto release;
   }
-  if (e->eos && atomic_load(&e->txn_abort)) goto release; /* the rewind replays it */
-  for (size_t i = 0; i < k; i++) {
-    b->in[i].payload = b->nodes[i]->msg->payload;
-    b->in[i].len = b->nodes[i]->msg->len;
-    b->in[i].offset = b->nodes[i]->msg->offset;
-  }
-  /* while rebuilding, committed <= 0: the store's loss check would refuse the replay */
-  err = fp_pipeline_run(w->pipeline, p->source, &wm,
-                        atomic_load(&p->rebuild_until) ? -1 : atomic_load(&p->committed), b->in, k,
-                        sweep, retry_store, &rc, &po, errbuf, sizeof(errbuf));
+  err = fp_pipeline_finish(w->pipeline, slot, st->committed, sweep, retry_store, &rc, &po, errbuf,
+                           sizeof(errbuf));
   if (err == FP_ERR_REDIS) goto release; /* abandoned: lost partition or stopping */
   if (err == FP_ERR_STORE_LOST) {
     /* nothing of this run was applied; the rebuild seeks back and replays it */
@@ -583,9 +601,9 @@ static void process_run(fp_worker_t *w, fp_part_t *p, size_t k, int *dropped) {
     atomic_store(&e->fatal, 1);
     goto release;
   }
-  atomic_store(&p->max_event_ms, wm);
+  atomic_store(&p->max_event_ms, st->wm);
 
-  fp_pending_t *pd = pending_add(w, p, k, &po);
+  fp_pending_t *pd = pending_add(w, slot, p, k, &po);
   if (!pd) {
     fp_log(FP_LOG_ERROR, "engine", "%s: out of memory holding a run's outputs", p->source);
     atomic_store(&e->fatal, 1);
@@ -600,13 +618,76 @@ static void process_run(fp_worker_t *w, fp_part_t *p, size_t k, int *dropped) {
   return;
 
 release:
-  *dropped = 1;
-  for (size_t i = 0; i < k; i++) {
-    rd_kafka_message_destroy(b->nodes[i]->msg);
-    free(b->nodes[i]);
-    b->nodes[i] = NULL;
+  release_slot(w, slot, p, k);
+}
+
+/*
+ * Takes the k messages of partition p in w->batch->nodes[slot] (offset order) as the next
+ * run: prepares it (decode, rules stage 1), then finishes the run before it (in the other
+ * slot), then sends its window round trip, so the store works on it while the worker
+ * prepares the next one. The caller finishes the last one (finish_staged).
+ */
+static void stage_run(fp_worker_t *w, int slot, fp_part_t *p, size_t k) {
+  fp_engine_t *e = w->e;
+  fp_batch_t *b = w->batch;
+  fp_qnode_t **nodes = b->nodes[slot];
+  fp_staged_t *prev = &b->st[!slot];
+  char errbuf[512];
+  int64_t wm;
+
+  if (prev->p == p && prev->dropped) goto release; /* replayed from the dropped run */
+  if (atomic_load(&e->fatal)) goto release;
+  if (atomic_load(&p->revoked)) goto release; /* not ours any more: the next owner replays */
+  if (atomic_load(&p->seek_to) >= 0) goto release; /* a rebuild seek is due: fetched again */
+  {
+    /* messages queued before the run thread's last seek are stale: drop them */
+    unsigned gen = atomic_load(&p->gen);
+    size_t kept = 0;
+    for (size_t i = 0; i < k; i++) {
+      if (nodes[i]->gen == gen) {
+        nodes[kept++] = nodes[i];
+        continue;
+      }
+      rd_kafka_message_destroy(nodes[i]->msg);
+      free(nodes[i]);
+      atomic_fetch_sub(&p->inflight, 1);
+    }
+    k = kept;
+    if (!k) { /* nothing to stage: the slot is free, and the run before is finished now */
+      finish_staged(w, !slot);
+      b->st[slot] = (fp_staged_t){.p = p};
+      return;
+    }
   }
-  atomic_fetch_sub(&p->inflight, (int64_t)k);
+  if (e->eos && atomic_load(&e->txn_abort)) goto release; /* the rewind replays it */
+  for (size_t i = 0; i < k; i++) {
+    b->in[slot][i].payload = nodes[i]->msg->payload;
+    b->in[slot][i].len = nodes[i]->msg->len;
+    b->in[slot][i].offset = nodes[i]->msg->offset;
+  }
+  /* the partition's run before this one may not be finished: its watermark is the start */
+  wm = prev->live && prev->p == p ? prev->wm : atomic_load(&p->max_event_ms);
+  if (fp_pipeline_prepare(w->pipeline, slot, p->source, &wm, b->in[slot], k, errbuf,
+                          sizeof(errbuf)) != FP_OK) {
+    fp_log(FP_LOG_ERROR, "engine", "%s: cannot process: %s", p->source, errbuf);
+    atomic_store(&e->fatal, 1);
+    finish_staged(w, !slot);
+    goto release;
+  }
+  finish_staged(w, !slot);
+  if (prev->p == p && prev->dropped) { /* the run before failed: this one replays after it */
+    fp_pipeline_discard(w->pipeline, slot);
+    goto release;
+  }
+  /* while rebuilding, committed <= 0: the store's loss check would refuse the replay */
+  b->st[slot] = (fp_staged_t){.p = p, .k = k, .wm = wm, .live = 1,
+                              .committed = atomic_load(&p->rebuild_until) ? -1 : atomic_load(&p->committed)};
+  fp_pipeline_send(w->pipeline, slot, b->st[slot].committed);
+  return;
+
+release:
+  finish_staged(w, !slot);
+  release_slot(w, slot, p, k);
 }
 
 static void maybe_reload(fp_worker_t *w) {
@@ -698,25 +779,33 @@ static void *worker_main(void *arg) {
     pthread_mutex_unlock(&w->mu);
 
     maybe_reload(w);
-    /* partition runs, each in offset order; the first node of each run marks the partition */
+    /* partition runs, each in offset order; the first node of each run marks the partition.
+     * Runs alternate between the two pipeline slots: each is prepared while the store
+     * applies the one before it. */
+    int slot = 0;
     for (size_t i = 0; i < n; i++) {
       fp_part_t *p;
       size_t k = 0;
-      int dropped = 0; /* a run of p in this take was released: so is every later one */
       if (!taken[i]) continue;
       p = taken[i]->part;
       for (size_t j = i; j < n; j++) {
         if (taken[j] && taken[j]->part == p) {
-          w->batch->nodes[k++] = taken[j];
+          w->batch->nodes[slot][k++] = taken[j];
           taken[j] = NULL;
           if (k == max) { /* a run is at most batch.size: one round trip */
-            process_run(w, p, k, &dropped);
+            stage_run(w, slot, p, k);
+            slot = !slot;
             k = 0;
           }
         }
       }
-      if (k) process_run(w, p, k, &dropped);
+      if (k) {
+        stage_run(w, slot, p, k);
+        slot = !slot;
+      }
     }
+    finish_staged(w, !slot); /* the last run */
+    for (int s = 0; s < FP_PIPELINE_SLOTS; s++) w->batch->st[s] = (fp_staged_t){0};
     finish_round(w);
     if (w->e->eos) fp_txn_run_end(w->e);
   }

@@ -161,6 +161,81 @@ static void test_random_streams(void) {
 
 static const fp_win_spec_t count_10m = {FP_WIN_COUNT, 600000, 60000};
 
+/* fp_store_apply_send: a batch sent ahead and taken by fp_store_apply gets the values of a
+ * plain apply in one round trip; a send whose reply another call read first (a fence read,
+ * an apply of other ops, a second send) was still applied, and the apply that follows finds
+ * its offsets behind the fence and answers them from the memo, with the same values. */
+static void test_send_ahead(void) {
+  ref_t r;
+  ref_stream_t s;
+  char err[256];
+  fp_store_t *plain = new_redis("ahead-plain");
+  fp_store_t *st = new_redis("ahead");
+  if (!plain || !st) goto out;
+  ref_stream_build(&r, &s, 41, 1500, 1764000000000LL, LATENESS_MS, "a", 1);
+  fp_win_value_t *want = calloc(s.n, sizeof(*want));
+  fp_win_op_t *tmp = calloc(s.n, sizeof(*tmp)), *copy = calloc(s.n, sizeof(*copy));
+  size_t nbatch = 0, nfast = 0, bad = 0;
+  for (size_t i = 0, prev = 0; i < s.n; nbatch++) {
+    size_t end = i;
+    for (size_t k = 0; k < 120 && end < s.n; k++) end = ref_next_offset(&s, end);
+    int64_t committed = s.ops[prev].offset;
+    fp_store_result_t res;
+    memcpy(tmp, s.ops + i, (end - i) * sizeof(*tmp));
+    if (!FPT_CHECK(fp_store_apply(plain, "in:5", tmp, end - i, committed, &res, err, sizeof(err)) == FP_OK,
+                   "plain: %s", err))
+      break;
+    for (size_t k = i; k < end; k++) want[k] = tmp[k - i].out;
+
+    memcpy(tmp, s.ops + i, (end - i) * sizeof(*tmp));
+    memcpy(copy, tmp, (end - i) * sizeof(*tmp));
+    uint64_t rt = fp_store_roundtrips(st);
+    int64_t fence = 0;
+    size_t how = nbatch % 4;
+    fp_store_apply_send(st, "in:5", tmp, end - i, committed);
+    if (how == 1) /* another call reads the reply first */
+      FPT_CHECK(fp_store_fence(st, "in:5", &fence, err, sizeof(err)) == FP_OK, "fence: %s", err);
+    if (how == 2) /* sent again from a copy: the first send's reply is dropped */
+      fp_store_apply_send(st, "in:5", copy, end - i, committed);
+    fp_err_t e = fp_store_apply(st, "in:5", tmp, end - i, how == 3 ? committed + 1 : committed, &res,
+                                err, sizeof(err));
+    if (!FPT_CHECK(e == FP_OK, "batch %zu (case %zu): %s", nbatch, how, err)) break;
+    if (how == 0) {
+      nfast++;
+      FPT_CHECK_EQ_INT(fp_store_roundtrips(st) - rt, 1); /* the send was the round trip */
+      FPT_CHECK_EQ_INT(res.applied, ref_count_offsets(&s, i, end));
+    } else {
+      /* what was sent ahead got applied: the apply is a replay */
+      FPT_CHECK_EQ_INT(res.replayed, ref_count_offsets(&s, i, end));
+      FPT_CHECK_EQ_INT(res.recomputed, 0);
+      if (how == 1) FPT_CHECK_EQ_INT(fence, s.ops[end - 1].offset);
+    }
+    for (size_t k = i; k < end; k++)
+      if (memcmp(&tmp[k - i].out, &want[k], sizeof(want[k])) != 0 && bad++ < 5)
+        FPT_CHECK(0, "batch %zu (case %zu) op %zu: %.17g, plain apply %.17g", nbatch, how, k,
+                  tmp[k - i].out.value, want[k].value);
+    prev = i;
+    i = end;
+  }
+  FPT_CHECK(nbatch > 8 && nfast > 2, "%zu batches, %zu sent ahead", nbatch, nfast);
+  FPT_CHECK(bad == 0, "%zu values differ from the plain applies", bad);
+  /* a send nobody takes is applied before the store's next call: here, a fence read */
+  fp_win_op_t late = {.offset = s.ops[s.n - 1].offset + 10, .key = "ahead-last", .spec = &count_10m,
+                      .ts_ms = s.last_ts, .amount = 1};
+  fp_store_apply_send(st, "in:5", &late, 1, 0);
+  int64_t f = -1;
+  FPT_CHECK(fp_store_fence(st, "in:5", &f, err, sizeof(err)) == FP_OK, "%s", err);
+  FPT_CHECK_EQ_INT(f, late.offset);
+  free(want);
+  free(tmp);
+  free(copy);
+  ref_stream_free(&s);
+  ref_free(&r);
+out:
+  fp_store_destroy(plain);
+  fp_store_destroy(st);
+}
+
 static void test_noscript(void) {
   fp_store_t *st = new_redis("noscript");
   redisContext *c = fpt_redis_connect();
@@ -528,6 +603,7 @@ int main(void) {
   fpt_run("connect_cut", test_connect_cut);
   fpt_run("random_streams", test_random_streams);
   fpt_run("noscript", test_noscript);
+  fpt_run("send_ahead", test_send_ahead);
   fpt_run("fatal_errors", test_fatal_errors);
   fpt_run("kill_restart", test_kill_restart);
   fpt_run("expiry_refresh", test_expiry_refresh);
