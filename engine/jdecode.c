@@ -60,11 +60,10 @@ static int add(builder_t *b, json_t *v, const char *why_null) {
     if (json_array_append_new(top, v)) return refuse(b, "out of memory");
     return 1;
   }
-  if (json_object_getn(top, b->key, b->klen)) {
-    json_decref(v);
-    return refuse(b, "duplicate object key");
-  }
+  /* a duplicate key replaces the value and leaves the size: one hash lookup, not two */
+  size_t size = json_object_size(top);
   if (json_object_setn_new(top, b->key, b->klen, v)) return refuse(b, "invalid UTF-8 in an object key");
+  if (json_object_size(top) == size) return refuse(b, "duplicate object key");
   return 1;
 }
 
@@ -74,6 +73,12 @@ static int on_bool(void *ctx, int v) { return add(ctx, json_boolean(v), "out of 
  * or exponent (refused past json_int_t, where yajl's own would also refuse its minimum),
  * else a real (refused when it overflows). */
 static int on_number(void *ctx, const char *s, size_t len) {
+  if (len <= 18) { /* an integer of up to 18 digits (most numbers): no copy, no strtoll */
+    size_t i = s[0] == '-';
+    long long v = 0;
+    while (i < len && s[i] >= '0' && s[i] <= '9') v = v * 10 + (s[i++] - '0');
+    if (i == len) return add(ctx, json_integer((json_int_t)(s[0] == '-' ? -v : v)), "out of memory");
+  }
   char tmp[64], *t = len < sizeof(tmp) ? tmp : malloc(len + 1);
   if (!t) return refuse(ctx, "out of memory");
   memcpy(t, s, len);
