@@ -479,7 +479,9 @@ class Bench:
         builds = [self.b] + list(self.a.compare or [])
         base = dict(kv.split("=", 1) for kv in (self.a.set or []))
         variants = [{}]
-        if self.a.vary:  # --vary key=v1,v2: every value side by side, with every build
+        if self.a.vary and ";" in self.a.vary:  # --vary "k=v,k2=v2;k=w,k2=w2": whole settings
+            variants = [dict(kv.split("=", 1) for kv in v.split(",")) for v in self.a.vary.split(";")]
+        elif self.a.vary:  # --vary key=v1,v2: every value side by side, with every build
             k, vs = self.a.vary.split("=", 1)
             variants = [{k: v} for v in vs.split(",")]
         for rep in range(self.a.repeat):
@@ -900,7 +902,8 @@ def main():
     ap.add_argument("--set", action="append", help="engine setting k=v for every run (repeatable)")
     ap.add_argument("--latency-only", type=float, metavar="PEAK",
                     help="only the two paced latency runs, at 50%% and 90%% of PEAK mentions/s; print JSON")
-    ap.add_argument("--vary", help="--quick: key=v1,v2,... runs each value side by side")
+    ap.add_argument("--vary", help="--quick: key=v1,v2,... runs each value side by side; "
+                    "\"k=v,k2=v2;k=w,k2=w2\" runs each group of settings side by side")
     ap.add_argument("--peers-only", action="store_true",
                     help="only Flashpoint and the peers (1 process and one per core) on --quick-n mentions; print JSON")
     a = ap.parse_args()
