@@ -61,14 +61,12 @@ typedef struct fp_staged_s {
   int64_t committed;  /* the commit point its store calls were sent with */
   int live;           /* prepared, not finished yet */
   int dropped;        /* released: every later run of its partition in the take is too */
-  unsigned take;      /* the take it was staged or released in */
 } fp_staged_t;
 
 typedef struct fp_batch_s {
   fp_qnode_t **nodes[FP_PIPELINE_SLOTS]; /* the runs in hand, one per pipeline slot */
   fp_input_t *in[FP_PIPELINE_SLOTS];
   fp_staged_t st[FP_PIPELINE_SLOTS];
-  unsigned takeno;    /* counts the worker's takes from its queue */
   size_t cap;
   fp_pending_t *pend; /* this round's runs, in processing order */
   size_t npend, cappend;
@@ -557,7 +555,7 @@ static void release_slot(fp_worker_t *w, int slot, fp_part_t *p, size_t k) {
     b->nodes[slot][i] = NULL;
   }
   atomic_fetch_sub(&p->inflight, (int64_t)k);
-  b->st[slot] = (fp_staged_t){.p = p, .dropped = 1, .take = b->takeno};
+  b->st[slot] = (fp_staged_t){.p = p, .dropped = 1};
 }
 
 /*
@@ -637,9 +635,7 @@ static void stage_run(fp_worker_t *w, int slot, fp_part_t *p, size_t k) {
   char errbuf[512];
   int64_t wm;
 
-  /* replayed from the run of its partition dropped before it in this take (a run finished
-   * in this take counts too, also when it was staged in the one before) */
-  if (prev->p == p && prev->dropped && prev->take == b->takeno) goto release;
+  if (prev->p == p && prev->dropped) goto release; /* replayed from the dropped run */
   if (atomic_load(&e->fatal)) goto release;
   if (atomic_load(&p->revoked)) goto release; /* not ours any more: the next owner replays */
   if (atomic_load(&p->seek_to) >= 0) goto release; /* a rebuild seek is due: fetched again */
@@ -679,12 +675,12 @@ static void stage_run(fp_worker_t *w, int slot, fp_part_t *p, size_t k) {
     goto release;
   }
   finish_staged(w, !slot);
-  if (prev->p == p && prev->dropped && prev->take == b->takeno) { /* the run before failed */
+  if (prev->p == p && prev->dropped) { /* the run before failed: this one replays after it */
     fp_pipeline_discard(w->pipeline, slot);
     goto release;
   }
   /* while rebuilding, committed <= 0: the store's loss check would refuse the replay */
-  b->st[slot] = (fp_staged_t){.p = p, .k = k, .wm = wm, .live = 1, .take = b->takeno,
+  b->st[slot] = (fp_staged_t){.p = p, .k = k, .wm = wm, .live = 1,
                               .committed = atomic_load(&p->rebuild_until) ? -1 : atomic_load(&p->committed)};
   fp_pipeline_send(w->pipeline, slot, b->st[slot].committed);
   return;
@@ -696,7 +692,7 @@ release:
 
 static void maybe_reload(fp_worker_t *w) {
   char errbuf[512];
-  if (!atomic_exchange(&w->reload, 0)) return; /* the caller has no run in flight */
+  if (!atomic_exchange(&w->reload, 0)) return;
   if (fp_pipeline_reload(w->pipeline, errbuf, sizeof(errbuf)) != FP_OK) {
     unsigned gen = atomic_load(&w->e->reload_gen), seen = atomic_load(&w->e->reload_logged_gen);
     if (seen != gen && atomic_compare_exchange_strong(&w->e->reload_logged_gen, &seen, gen))
@@ -747,34 +743,20 @@ static void *worker_main(void *arg) {
     free(taken);
     return NULL;
   }
-  /* The last run staged (slot !slot) may still be in flight when a take ends: it is finished
-   * by the next take's first run (prepared meanwhile), so takes overlap as runs do. It is
-   * finished first when the queue is empty (no latency added), and before anything that needs
-   * the worker without a run in hand: a registration, a reload, a stop, a transaction. */
-  int slot = 0;
   for (;;) {
     size_t n = 0;
     pthread_mutex_lock(&w->mu);
-    if (w->batch->st[!slot].live &&
-        (!w->head || w->stopping || w->e->eos || atomic_load(&w->register_pending) || atomic_load(&w->reload))) {
-      pthread_mutex_unlock(&w->mu);
-      finish_staged(w, !slot);
-      finish_round(w);
-      continue;
-    }
     while (!w->head && !w->stopping && !atomic_load(&w->register_pending)) pthread_cond_wait(&w->cv, &w->mu);
     if (w->head && w->e->conf->linger_ms > 0) linger(w, take);
     if (atomic_load(&w->register_pending)) {
       pthread_mutex_unlock(&w->mu);
-      if (w->batch->st[!slot].live) continue; /* finished first (above) */
       register_parts(w);
       continue;
     }
     if (w->stopping) {
-      pthread_mutex_unlock(&w->mu);
-      if (w->batch->st[!slot].live) continue; /* finished first (above) */
       /* stopping: the run in hand was finished; what is still queued was never stored, so
        * it is dropped and replays from the committed offset (a stop stays quick) */
+      pthread_mutex_unlock(&w->mu);
       fp_worker_purge(w);
       break;
     }
@@ -795,12 +777,12 @@ static void *worker_main(void *arg) {
     }
     if (!w->head) w->tail = NULL;
     pthread_mutex_unlock(&w->mu);
-    w->batch->takeno++;
 
-    if (!w->batch->st[!slot].live) maybe_reload(w); /* else at the next take, after it */
+    maybe_reload(w);
     /* partition runs, each in offset order; the first node of each run marks the partition.
      * Runs alternate between the two pipeline slots: each is prepared while the store
      * applies the one before it. */
+    int slot = 0;
     for (size_t i = 0; i < n; i++) {
       fp_part_t *p;
       size_t k = 0;
@@ -822,13 +804,10 @@ static void *worker_main(void *arg) {
         slot = !slot;
       }
     }
-    if (w->e->eos) { /* the transaction takes every run of the take */
-      finish_staged(w, !slot);
-      finish_round(w);
-      fp_txn_run_end(w->e);
-    } else {
-      finish_round(w); /* the runs finished so far: the last one is still in flight */
-    }
+    finish_staged(w, !slot); /* the last run */
+    for (int s = 0; s < FP_PIPELINE_SLOTS; s++) w->batch->st[s] = (fp_staged_t){0};
+    finish_round(w);
+    if (w->e->eos) fp_txn_run_end(w->e);
   }
   free(taken);
   return NULL;
