@@ -407,6 +407,7 @@ static fp_err_t call_ops(fp_store_t *st, const char *mode, const char *source, c
                          size_t errstr_size) {
   fp_err_t err;
   size_t nwin = 0;
+  st->call_in_runs = 0;
   if ((err = window_table(st, ops, n, &nwin)) || (err = grow_u32(&st->perm, &st->permcap, n)) ||
       (err = grow_u32(&st->wstart, &st->wstartcap, nwin + 2)) ||
       (err = grow_u32(&st->wruns, &st->wrunscap, nwin + 1)))
@@ -483,7 +484,7 @@ static fp_err_t call_ops(fp_store_t *st, const char *mode, const char *source, c
         if (op->member && *op->member) err = topk_run_terms(st, ops, st->perm + j, k);
         else err = argv_i64(st, 0); /* an op without a term: counts nothing */
       }
-      if (k > 1 && mode[0] == 'a') st->ops_in_runs += k;
+      if (k > 1) st->call_in_runs += k;
       j += k - 1;
       continue;
     }
@@ -694,6 +695,7 @@ fp_err_t fp_store_apply(fp_store_t *st, const char *source, fp_win_op_t *ops, si
     if (err) return err;
     if (rep.n >= 2 && rep.str[0] && rep.len[0] == 1 && rep.str[0][0] == 'A') {
       if ((err = parse_results(st, &rep, ops, n, errstr, errstr_size))) return err;
+      st->ops_in_runs += st->call_in_runs; /* once, also when it was sent ahead */
       int64_t late = reply_i64(&rep, 1);
       if (late > 0) r.too_late += (size_t)late;
       for (size_t i = 0; i < n; i++)

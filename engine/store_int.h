@@ -68,7 +68,8 @@ struct fp_store_s {
   int64_t distinct_exact; /* members a DISTINCT window counts exactly at most (0: HLL only) */
   int loss_check;       /* refuse (FP_ERR_STORE_LOST) when the fence is gone but committed > 0 */
   uint64_t roundtrips;
-  uint64_t ops_in_runs; /* ops sent as part of a run of two or more (apply calls) */
+  uint64_t ops_in_runs; /* ops sent as part of a run of two or more (applied calls) */
+  uint64_t call_in_runs; /* of the last call built: counted into ops_in_runs once applied */
   uint64_t memo_misses; /* replayed offsets whose memo had expired (values recomputed) */
   uint64_t too_late;    /* ops older than the lateness: not applied */
   /* scratch, reused between calls */

@@ -95,6 +95,14 @@ static fp_err_t settle(fp_store_redis_t *r, redisReply **out, char *errstr, size
   return FP_OK;
 }
 
+/* Finishes a command sent ahead that nobody took, and drops its reply. */
+static fp_err_t drain(fp_store_redis_t *r, char *errstr, size_t errstr_size) {
+  redisReply *rep = NULL;
+  fp_err_t e = r->pending ? settle(r, &rep, errstr, errstr_size) : FP_OK;
+  if (rep) freeReplyObject(rep);
+  return e;
+}
+
 static struct timeval tv_ms(int ms) {
   struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
   return tv;
@@ -148,12 +156,8 @@ static fp_err_t command(fp_store_redis_t *r, int argc, const char **argv, const 
   *out = NULL;
   redisReply *rep = NULL;
   size_t len;
-  if (r->pending) { /* a command sent ahead nobody took: finish it, drop its reply */
-    fp_err_t e = settle(r, &rep, errstr, errstr_size);
-    if (rep) freeReplyObject(rep);
-    if (e) return e;
-    rep = NULL;
-  }
+  fp_err_t e = drain(r, errstr, errstr_size);
+  if (e) return e;
   r->base.roundtrips++;
   if (!(len = format_resp(r, argc, argv, lens)))
     return fp_seterr(errstr, errstr_size, FP_ERR_NOMEM, "redis: out of memory formatting a command");
@@ -162,7 +166,7 @@ static fp_err_t command(fp_store_redis_t *r, int argc, const char **argv, const 
     rep = NULL;
   if (!rep) return io_error(r, errstr, errstr_size);
   if (rep->type == REDIS_REPLY_ERROR) {
-    fp_err_t e = classify(rep->str);
+    e = classify(rep->str);
     fp_seterr(errstr, errstr_size, e, "redis %s:%d: %s", r->host, r->port, rep->str);
     *out = rep; /* the caller looks at NOSCRIPT, then frees */
     return e;
@@ -386,17 +390,13 @@ static fp_err_t redis_send(fp_store_t *st, const fp_store_script_t *script, size
                            const char **argv, const size_t *argvlen, char *errstr,
                            size_t errstr_size) {
   fp_store_redis_t *r = (fp_store_redis_t *)st;
-  redisReply *rep = NULL;
   fp_err_t err;
   size_t len;
   char *sha;
 
-  if ((err = begin_call(r, script, argc, argv, argvlen, &sha, errstr, errstr_size))) return err;
-  if (r->pending) {
-    err = settle(r, &rep, errstr, errstr_size);
-    if (rep) freeReplyObject(rep);
-    if (err) return err;
-  }
+  if ((err = begin_call(r, script, argc, argv, argvlen, &sha, errstr, errstr_size)) ||
+      (err = drain(r, errstr, errstr_size)))
+    return err;
   if (!r->c && (err = connect_now(r, errstr, errstr_size))) return err;
   if (!sha[0] && (err = load_script(r, script, sha, errstr, errstr_size))) return err;
   r->cmdv[1] = sha;

@@ -176,12 +176,14 @@ static void test_send_ahead(void) {
   fp_win_value_t *want = calloc(s.n, sizeof(*want));
   fp_win_op_t *tmp = calloc(s.n, sizeof(*tmp)), *copy = calloc(s.n, sizeof(*copy));
   size_t nbatch = 0, nfast = 0, bad = 0;
+  uint64_t inruns = 0;
   for (size_t i = 0, prev = 0; i < s.n; nbatch++) {
     size_t end = i;
     for (size_t k = 0; k < 120 && end < s.n; k++) end = ref_next_offset(&s, end);
     int64_t committed = s.ops[prev].offset;
     fp_store_result_t res;
     memcpy(tmp, s.ops + i, (end - i) * sizeof(*tmp));
+    uint64_t runs_plain = fp_store_ops_in_runs(plain), runs = fp_store_ops_in_runs(st);
     if (!FPT_CHECK(fp_store_apply(plain, "in:5", tmp, end - i, committed, &res, err, sizeof(err)) == FP_OK,
                    "plain: %s", err))
       break;
@@ -204,10 +206,14 @@ static void test_send_ahead(void) {
       nfast++;
       FPT_CHECK_EQ_INT(fp_store_roundtrips(st) - rt, 1); /* the send was the round trip */
       FPT_CHECK_EQ_INT(res.applied, ref_count_offsets(&s, i, end));
+      /* its ops in runs are counted once, as the plain apply counts them */
+      FPT_CHECK_EQ_INT(fp_store_ops_in_runs(st) - runs, fp_store_ops_in_runs(plain) - runs_plain);
+      inruns += fp_store_ops_in_runs(st) - runs;
     } else {
       /* what was sent ahead got applied: the apply is a replay */
       FPT_CHECK_EQ_INT(res.replayed, ref_count_offsets(&s, i, end));
       FPT_CHECK_EQ_INT(res.recomputed, 0);
+      FPT_CHECK_EQ_INT(fp_store_ops_in_runs(st) - runs, 0); /* counted by no reply taken */
       if (how == 1) FPT_CHECK_EQ_INT(fence, s.ops[end - 1].offset);
     }
     for (size_t k = i; k < end; k++)
@@ -218,6 +224,7 @@ static void test_send_ahead(void) {
     i = end;
   }
   FPT_CHECK(nbatch > 8 && nfast > 2, "%zu batches, %zu sent ahead", nbatch, nfast);
+  FPT_CHECK(inruns > 0, "ops in runs among the batches sent ahead: %llu", (unsigned long long)inruns);
   FPT_CHECK(bad == 0, "%zu values differ from the plain applies", bad);
   /* a send nobody takes is applied before the store's next call: here, a fence read */
   fp_win_op_t late = {.offset = s.ops[s.n - 1].offset + 10, .key = "ahead-last", .spec = &count_10m,
