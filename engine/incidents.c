@@ -153,30 +153,88 @@ static fp_err_t add_memo(fp_outvec_t *out, int64_t offset, const char *text) {
   return err;
 }
 
-/* Steps the signals of one offset; appends their records to @p recs ([topic, key, payload]). */
-/* Fills an event's top_terms from the rule's first TOPK window, as of the event's time. */
-static void add_top_terms(fp_store_t *store, const fp_rule_info_t *r, const char *entity, json_t *ev,
-                          int64_t at_ms) {
-  fp_topk_entry_t top[5];
-  size_t n = 0;
-  char key[400], err[128];
-  json_t *a;
-  for (size_t w = 0; w < r->nwindows; w++) {
-    if (r->windows[w].spec.kind != FP_WIN_TOPK) continue;
-    snprintf(key, sizeof(key), "%s|%s|%s", r->id, entity, r->windows[w].name);
-    if (fp_store_topk(store, key, &r->windows[w].spec, at_ms, 5, top, &n, err, sizeof(err)) != FP_OK) return;
-    a = json_array();
-    for (size_t i = 0; i < n; i++)
-      if (fp_utf8_valid(top[i].term, strlen(top[i].term)))
-        json_array_append_new(a, json_pack("{s:s,s:f}", "term", top[i].term, "count", top[i].count));
-    json_object_set_new(ev, "top_terms", a);
-    return;
+/* Events of a run that carry top terms ("opened", "escalated", "reopened"), read for all of
+ * them in one round trip once the run's offsets are stepped (fill_top_terms): a crisis opens
+ * many incidents in one run, and a read each, queued behind the other workers' window calls,
+ * held every incident of the run back by all of them. */
+typedef struct {
+  json_t *ev;                   /* borrowed: held by its offset's records */
+  const fp_rule_info_t *rule;   /* its first TOPK window is read */
+  const char *entity;           /* borrowed from the signal */
+  int64_t at_ms;                /* as of the event's time */
+} top_want_t;
+
+typedef struct {
+  top_want_t *v;
+  size_t n, cap;
+} top_wants_t;
+
+#define FP_INC_TOP_TERMS 5
+
+static fp_err_t want_top_terms(top_wants_t *w, json_t *ev, const fp_rule_info_t *rule, const char *entity,
+                               int64_t at_ms) {
+  if (w->n == w->cap) {
+    size_t cap = w->cap ? 2 * w->cap : 16;
+    top_want_t *v = realloc(w->v, cap * sizeof(*v));
+    if (!v) return FP_ERR_NOMEM;
+    w->v = v;
+    w->cap = cap;
   }
+  w->v[w->n++] = (top_want_t){ev, rule, entity, at_ms};
+  return FP_OK;
 }
 
-static fp_err_t step_offset(fp_store_t *store, lc_key_t *keys, size_t nkeys,
-                            const fp_lc_params_t *params, const fp_inc_signal_t *sig, size_t from,
-                            size_t to, const char *default_topic, json_t *recs) {
+/* Sets each wanted event's top_terms from its rule's first TOPK window (rules without one get
+ * none), all in one store call. A failed read leaves them out, as a failed read of one did. */
+static void fill_top_terms(fp_store_t *store, top_wants_t *w) {
+  fp_topk_req_t *q = calloc(w->n ? w->n : 1, sizeof(*q));
+  fp_topk_entry_t (*top)[FP_INC_TOP_TERMS] = calloc(w->n ? w->n : 1, sizeof(*top));
+  char (*keys)[400] = calloc(w->n ? w->n : 1, sizeof(*keys)), err[128];
+  size_t asked = 0;
+  if (!q || !top || !keys || !w->n) goto out;
+  for (size_t i = 0; i < w->n; i++) {
+    const fp_rule_info_t *r = w->v[i].rule;
+    for (size_t x = 0; x < r->nwindows; x++) {
+      if (r->windows[x].spec.kind != FP_WIN_TOPK) continue;
+      snprintf(keys[i], sizeof(keys[i]), "%s|%s|%s", r->id, w->v[i].entity, r->windows[x].name);
+      q[i] = (fp_topk_req_t){keys[i], &r->windows[x].spec, w->v[i].at_ms, FP_INC_TOP_TERMS, top[i], 0};
+      asked++;
+      break;
+    }
+  }
+  if (!asked || fp_store_topk_many(store, q, w->n, err, sizeof(err)) != FP_OK) goto out;
+  for (size_t i = 0; i < w->n; i++) {
+    json_t *a;
+    if (!q[i].k) continue;
+    a = json_array();
+    for (size_t t = 0; t < q[i].n_out; t++)
+      if (fp_utf8_valid(top[i][t].term, strlen(top[i][t].term)))
+        json_array_append_new(a, json_pack("{s:s,s:f}", "term", top[i][t].term, "count", top[i][t].count));
+    json_object_set_new(w->v[i].ev, "top_terms", a);
+  }
+out:
+  free(q), free(top), free(keys);
+}
+
+/* Turns records [topic, key, event] into [topic, key, payload]: the event's JSON text. */
+static fp_err_t write_payloads(json_t *recs) {
+  size_t x;
+  json_t *rec;
+  json_array_foreach(recs, x, rec) {
+    char *payload = json_dumps(json_array_get(rec, 2), JSON_COMPACT | JSON_SORT_KEYS);
+    if (!payload) return FP_ERR_NOMEM;
+    json_array_set_new(rec, 2, json_string(payload));
+    free(payload);
+  }
+  return FP_OK;
+}
+
+/* Steps the signals of one offset; appends their records to @p recs ([topic, key, event]; the
+ * event becomes its payload text with write_payloads) and to @p wants those that carry top
+ * terms. */
+static fp_err_t step_offset(lc_key_t *keys, size_t nkeys, const fp_lc_params_t *params,
+                            const fp_inc_signal_t *sig, size_t from, size_t to,
+                            const char *default_topic, json_t *recs, top_wants_t *wants) {
   json_t *events = json_array();
   fp_err_t err = FP_OK;
   static _Thread_local fp_lc_state_t prev;
@@ -196,21 +254,15 @@ static fp_err_t step_offset(fp_store_t *store, lc_key_t *keys, size_t nkeys,
       const char *status = json_string_value(json_object_get(ev, "status"));
       int sv = sev ? fp_sev_parse(sev) : -1;
       const char *topic = fp_lc_route(sig[j].sig.rule, sv > 0 ? (fp_sev_t)sv : FP_SEV_NONE, default_topic);
-      char *payload;
-      if (status && (!strcmp(status, "opened") || !strcmp(status, "escalated") || !strcmp(status, "reopened")))
-        add_top_terms(store, sig[j].sig.rule, sig[j].sig.entity, ev, sig[j].sig.at_ms);
+      if (status && (!strcmp(status, "opened") || !strcmp(status, "escalated") || !strcmp(status, "reopened")) &&
+          (err = want_top_terms(wants, ev, sig[j].sig.rule, sig[j].sig.entity, sig[j].sig.at_ms)))
+        break;
       if (keys[ki].silenced_until > fp_now_ms()) { /* recorded, not paged */
         topic = fp_lc_route(sig[j].sig.rule, FP_SEV_NONE, default_topic);
         json_object_set_new(ev, "silenced", json_true());
       }
-      payload = json_dumps(ev, JSON_COMPACT | JSON_SORT_KEYS);
-      if (!payload) {
-        err = FP_ERR_NOMEM;
-        break;
-      }
-      json_array_append_new(recs, json_pack("[s,s,s]", topic,
-                                            json_string_value(json_object_get(ev, "incident_id")), payload));
-      free(payload);
+      json_array_append_new(recs, json_pack("[s,s,O]", topic,
+                                            json_string_value(json_object_get(ev, "incident_id")), ev));
     }
   }
   json_decref(events);
@@ -257,6 +309,7 @@ static fp_err_t sweep_pass(fp_store_t *store, const char *source, const fp_lc_pa
   int64_t versions[FP_LC_MAX_SWEEPS], due[FP_LC_MAX_SWEEPS], fence, low_wm;
   fp_err_t err = FP_OK;
   size_t out_start = out->n;
+  top_wants_t wants = {0};
 
   if (!keys || !sig) {
     free(keys), free(sig);
@@ -299,7 +352,10 @@ static fp_err_t sweep_pass(fp_store_t *store, const char *source, const fp_lc_pa
       n++;
     }
     recs = json_array();
-    if (n) err = step_offset(store, keys, n, params, sig, 0, n, default_topic, recs);
+    if (n) err = step_offset(keys, n, params, sig, 0, n, default_topic, recs, &wants);
+    if (!err && wants.n) fill_top_terms(store, &wants);
+    wants.n = 0;
+    if (!err) err = write_payloads(recs);
     if (!err && (err = fp_store_lc_memo(store, source, &last_offset, 1, &memo, errstr, es)) == FP_OK) {
       json_error_t jerr;
       size_t x;
@@ -354,6 +410,7 @@ static fp_err_t sweep_pass(fp_store_t *store, const char *source, const fp_lc_pa
   if (err) drop_from(out, out_start);
   free(keys);
   free(sig);
+  free(wants.v);
   return err;
 }
 
@@ -377,10 +434,12 @@ fp_err_t fp_incidents_apply(fp_store_t *store, const char *source, const fp_lc_p
   size_t ndues = 0, nkeys0 = 0;
   fp_err_t err = FP_OK;
   int attempt;
+  top_wants_t wants = {0};
+  json_t *byoff = json_array(); /* per offset with events: its records, until written */
 
   *replayed = 0;
   if (!keys || !knames || !states || !texts || !memo_texts || !versions || !due || !memo_offs || !sig ||
-      !silenced) {
+      !silenced || !byoff) {
     err = fp_seterr(errstr, es, FP_ERR_NOMEM, "out of memory");
     goto done;
   }
@@ -472,8 +531,11 @@ fp_err_t fp_incidents_apply(fp_store_t *store, const char *source, const fp_lc_p
       *replayed = nreplay;
     }
 
-    /* (3) new offsets: step the state machines in offset order */
-    for (size_t i = 0; i < n;) {
+    /* (3) new offsets: step the state machines in offset order; then the top terms of every
+     * event that carries them, in one round trip; then each offset's records and memo */
+    json_array_clear(byoff);
+    wants.n = 0;
+    for (size_t i = 0; i < n && !err;) {
       size_t j = i;
       int64_t off = sig[i].offset;
       json_t *recs;
@@ -483,24 +545,30 @@ fp_err_t fp_incidents_apply(fp_store_t *store, const char *source, const fp_lc_p
         continue;
       }
       recs = json_array();
-      err = step_offset(store, keys, nkeys, params, sig, i, j, default_topic, recs);
+      err = step_offset(keys, nkeys, params, sig, i, j, default_topic, recs, &wants);
       if (!err && json_array_size(recs) > 0) {
-        size_t x;
-        json_t *rec;
-        memo_offs[nmemo] = off;
-        if (!(memo_texts[nmemo] = json_dumps(recs, JSON_COMPACT))) err = FP_ERR_NOMEM;
-        else nmemo++;
-        json_array_foreach(recs, x, rec) {
-          const char *payload = json_string_value(json_array_get(rec, 2));
-          if (!err)
-            err = fp_outvec_add(out, off, json_string_value(json_array_get(rec, 0)),
-                                json_string_value(json_array_get(rec, 1)), payload, strlen(payload));
-        }
+        memo_offs[nmemo++] = off; /* its text comes below */
+        json_array_append(byoff, recs);
       }
       json_decref(recs);
-      if (err) goto done;
       i = j;
     }
+    if (!err && wants.n) fill_top_terms(store, &wants);
+    for (size_t k = 0; k < nmemo && !err; k++) {
+      json_t *recs = json_array_get(byoff, k), *rec;
+      size_t x;
+      if ((err = write_payloads(recs)) || !(memo_texts[k] = json_dumps(recs, JSON_COMPACT))) {
+        err = FP_ERR_NOMEM;
+        break;
+      }
+      json_array_foreach(recs, x, rec) {
+        const char *payload = json_string_value(json_array_get(rec, 2));
+        if (!err)
+          err = fp_outvec_add(out, memo_offs[k], json_string_value(json_array_get(rec, 0)),
+                              json_string_value(json_array_get(rec, 1)), payload, strlen(payload));
+      }
+    }
+    if (err) goto done;
 
     /* (4) commit the changed states, the memo and the fence, atomically */
     for (size_t i = 0; i < nkeys; i++) {
@@ -551,5 +619,7 @@ done:
   for (size_t i = 0; memo_texts && i < cap; i++) free(memo_texts[i]); /* NULL unless an error left them */
   free(keys), free(knames), free(texts), free(versions), free(states), free(due), free(memo_offs);
   free(memo_texts), free(sig), free(silenced);
+  free(wants.v);
+  json_decref(byoff);
   return err;
 }

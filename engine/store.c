@@ -758,50 +758,98 @@ static int topk_cmp(const void *a, const void *b) {
   return x->len < y->len ? -1 : x->len > y->len;
 }
 
+/* Sorts one window's candidates, rep.str[*pos ..] (c pairs), into its request's out. */
+static fp_err_t take_topk(const fp_store_reply_t *rep, size_t *pos, size_t c, fp_topk_req_t *q,
+                          topk_cand_t *cand, char *errstr, size_t errstr_size) {
+  if (*pos + 2 * c > rep->n) return fp_seterr(errstr, errstr_size, FP_ERR_FATAL, "store: malformed topk reply");
+  for (size_t i = 0; i < c; i++, *pos += 2) {
+    cand[i].term = rep->str[*pos] ? rep->str[*pos] : "";
+    cand[i].len = rep->str[*pos] ? rep->len[*pos] : 0;
+    if (!rep->str[*pos + 1] || fp_parse_double(rep->str[*pos + 1], &cand[i].count) != FP_OK)
+      return fp_seterr(errstr, errstr_size, FP_ERR_FATAL, "store: malformed topk count");
+  }
+  qsort(cand, c, sizeof(*cand), topk_cmp);
+  size_t m = c < q->k ? c : q->k;
+  for (size_t i = 0; i < m; i++) {
+    size_t l = cand[i].len < sizeof(q->out[i].term) - 1 ? cand[i].len : sizeof(q->out[i].term) - 1;
+    memcpy(q->out[i].term, cand[i].term, l);
+    q->out[i].term[l] = '\0';
+    q->out[i].count = cand[i].count;
+  }
+  q->n_out = m;
+  return FP_OK;
+}
+
+fp_err_t fp_store_topk_many(fp_store_t *st, fp_topk_req_t *reqs, size_t n, char *errstr,
+                            size_t errstr_size) {
+  fp_store_reply_t rep = {0};
+  fp_err_t err;
+  size_t pos = 0, asked = 0;
+
+  if (!st || (n && !reqs)) return fp_seterr(errstr, errstr_size, FP_ERR_INVALID_ARG, "store: bad arguments");
+  for (size_t i = 0; i < n; i++) {
+    reqs[i].n_out = 0;
+    if (!reqs[i].k) continue; /* nothing to read: key and spec may be NULL */
+    if (!reqs[i].key || !reqs[i].out)
+      return fp_seterr(errstr, errstr_size, FP_ERR_INVALID_ARG, "store: bad arguments");
+    if ((err = check_spec(reqs[i].spec, errstr, errstr_size))) return err;
+    asked++;
+  }
+  if (asked == 0) return FP_OK;
+  argv_reset(st);
+  err = argv_cstr(st, "topk");
+  if (!err) err = argv_cstr(st, st->prefix);
+  if (!err) err = argv_fmt(st, "%zu", asked);
+  for (size_t i = 0; i < n && !err; i++) {
+    const fp_topk_req_t *q = &reqs[i];
+    if (!q->k) continue;
+    err = argv_cstr(st, q->key);
+    if (!err) err = argv_fmt(st, "%lld", (long long)(q->spec->size_ms / q->spec->step_ms));
+    if (!err) err = argv_fmt(st, "%lld", (long long)q->spec->step_ms);
+    if (!err) err = argv_fmt(st, "%lld", (long long)floordiv(q->ts_ms, q->spec->step_ms));
+    if (!err) err = argv_fmt(st, "%zu", q->k);
+  }
+  if (err) return fp_seterr(errstr, errstr_size, err, "store: out of memory");
+  if ((err = eval(st, &rep, errstr, errstr_size))) return err;
+
+  topk_cand_t *cand = NULL;
+  size_t capc = 0;
+  for (size_t i = 0; i < n && !err; i++) {
+    int64_t c;
+    if (!reqs[i].k) continue;
+    if (pos >= rep.n || !rep.str[pos] || fp_parse_i64(rep.str[pos], 0, (int64_t)rep.n, &c) != FP_OK) {
+      err = fp_seterr(errstr, errstr_size, FP_ERR_FATAL, "store: malformed topk reply");
+      break;
+    }
+    pos++;
+    if ((size_t)c > capc) {
+      topk_cand_t *nc = realloc(cand, (size_t)c * sizeof(*cand));
+      if (!nc) {
+        err = fp_seterr(errstr, errstr_size, FP_ERR_NOMEM, "store: out of memory");
+        break;
+      }
+      cand = nc;
+      capc = (size_t)c;
+    }
+    err = take_topk(&rep, &pos, (size_t)c, &reqs[i], cand, errstr, errstr_size);
+  }
+  free(cand);
+  if (!err && pos != rep.n) err = fp_seterr(errstr, errstr_size, FP_ERR_FATAL, "store: malformed topk reply");
+  if (err)
+    for (size_t i = 0; i < n; i++) reqs[i].n_out = 0;
+  return err;
+}
+
 fp_err_t fp_store_topk(fp_store_t *st, const char *key, const fp_win_spec_t *spec, int64_t ts_ms,
                        size_t k, fp_topk_entry_t *out, size_t *n_out, char *errstr,
                        size_t errstr_size) {
-  fp_store_reply_t rep = {0};
+  fp_topk_req_t q = {key, spec, ts_ms, k, out, 0};
   fp_err_t err;
-
   if (n_out) *n_out = 0;
   if (!st || !key || !n_out || (k && !out))
     return fp_seterr(errstr, errstr_size, FP_ERR_INVALID_ARG, "store: bad arguments");
   if ((err = check_spec(spec, errstr, errstr_size))) return err;
-  if (k == 0) return FP_OK;
-  argv_reset(st);
-  err = argv_cstr(st, "topk");
-  if (!err) err = argv_cstr(st, st->prefix);
-  if (!err) err = argv_cstr(st, key);
-  if (!err) err = argv_fmt(st, "%lld", (long long)(spec->size_ms / spec->step_ms));
-  if (!err) err = argv_fmt(st, "%lld", (long long)spec->step_ms);
-  if (!err) err = argv_fmt(st, "%lld", (long long)floordiv(ts_ms, spec->step_ms));
-  if (!err) err = argv_fmt(st, "%zu", k);
-  if (err) return fp_seterr(errstr, errstr_size, err, "store: out of memory");
-  if ((err = eval(st, &rep, errstr, errstr_size))) return err;
-  if (rep.n % 2) return fp_seterr(errstr, errstr_size, FP_ERR_FATAL, "store: malformed topk reply");
-
-  size_t nc = rep.n / 2;
-  if (nc == 0) return FP_OK;
-  topk_cand_t *c = calloc(nc, sizeof(*c));
-  if (!c) return fp_seterr(errstr, errstr_size, FP_ERR_NOMEM, "store: out of memory");
-  for (size_t i = 0; i < nc; i++) {
-    c[i].term = rep.str[2 * i] ? rep.str[2 * i] : "";
-    c[i].len = rep.str[2 * i] ? rep.len[2 * i] : 0;
-    if (!rep.str[2 * i + 1] || fp_parse_double(rep.str[2 * i + 1], &c[i].count) != FP_OK) {
-      free(c);
-      return fp_seterr(errstr, errstr_size, FP_ERR_FATAL, "store: malformed topk count");
-    }
-  }
-  qsort(c, nc, sizeof(*c), topk_cmp);
-  size_t m = nc < k ? nc : k;
-  for (size_t i = 0; i < m; i++) {
-    size_t l = c[i].len < sizeof(out[i].term) - 1 ? c[i].len : sizeof(out[i].term) - 1;
-    memcpy(out[i].term, c[i].term, l);
-    out[i].term[l] = '\0';
-    out[i].count = c[i].count;
-  }
-  *n_out = m;
-  free(c);
-  return FP_OK;
+  err = fp_store_topk_many(st, &q, 1, errstr, errstr_size);
+  *n_out = q.n_out;
+  return err;
 }

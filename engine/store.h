@@ -122,6 +122,23 @@ fp_err_t fp_store_topk(fp_store_t *store, const char *key, const fp_win_spec_t *
                        int64_t ts_ms, size_t k, fp_topk_entry_t *out, size_t *n_out,
                        char *errstr, size_t errstr_size);
 
+/** One read of fp_store_topk_many: the arguments of fp_store_topk, and its results. */
+typedef struct fp_topk_req_s {
+  const char *key;            /* borrowed for the call (k 0: may be NULL) */
+  const fp_win_spec_t *spec;  /* borrowed for the call (k 0: may be NULL) */
+  int64_t ts_ms;
+  size_t k;                   /* 0: nothing is read for it */
+  fp_topk_entry_t *out;       /* room for k entries (caller's) */
+  size_t n_out;               /* set by the call */
+} fp_topk_req_t;
+
+/**
+ * Reads several TOPK windows in one round trip (fp_store_topk of each, in one script call).
+ * @returns FP_OK with each request's out and n_out set; on any error every n_out is 0.
+ */
+fp_err_t fp_store_topk_many(fp_store_t *store, fp_topk_req_t *reqs, size_t n, char *errstr,
+                            size_t errstr_size);
+
 /** Round trips made so far (for benchmarks and metrics). */
 uint64_t fp_store_roundtrips(const fp_store_t *store);
 /** Ops sent to the store as part of a run (consecutive ops of one COUNT, BASELINE or DISTINCT

@@ -88,8 +88,11 @@ Protocol (all ARGV, no KEYS; every reply element is a string):
   peek  (same arguments as apply) -> { "P", 0, "r1;...;rn" }: values as of each op's bucket,
         nothing written
   fence P S                 -> { offset or "-1" }
-  topk  P K n step bucket k -> { term, count, term, count, ... } candidates only (every term
-                               whose count reaches the k-th largest); the caller sorts.
+  topk  P m (K n step bucket k)*m
+                            -> for each of the m windows: { c, term, count, ... (c pairs) }
+                               candidates only (every term whose count reaches the k-th
+                               largest); the caller sorts. One call for every event of a
+                               run that carries top terms: a crisis opens many at once.
 ]]
 
 local unpack = unpack or table.unpack
@@ -872,10 +875,10 @@ local function do_fence()
   return { f or '-1' }
 end
 
-local function do_topk()
-  local key, n, b, k = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[6]), tonumber(ARGV[7])
+-- The candidates of one TOPK window (see topk in the protocol), appended to out.
+local function topk_of(out, key, n, b, k)
   local r = call('HMGET', P .. ':w:' .. key, 'h', 'lo')
-  if not r[1] then return {} end
+  if not r[1] then return end
   local h, lo = tonumber(r[1]), tonumber(r[2])
   local acc, terms = {}, {}
   for j = max(b - n + 1, lo), min(b, h) do
@@ -890,10 +893,21 @@ local function do_topk()
   for i = 1, #terms do counts[i] = acc[terms[i]] end
   table.sort(counts, function(x, y) return x > y end)
   local th = counts[k] or -1
-  local out = {}
   for i = 1, #terms do
     local t = terms[i]
     if acc[t] >= th then out[#out + 1] = t; out[#out + 1] = fint(acc[t]) end
+  end
+end
+
+-- Several TOPK windows in one call: each one's candidates, preceded by how many there are.
+local function do_topk()
+  local out, m = {}, tonumber(ARGV[3])
+  for i = 0, m - 1 do
+    local a = 4 + i * 5
+    local at = #out + 1
+    out[at] = '0'
+    topk_of(out, ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]))
+    out[at] = fint((#out - at) / 2)
   end
   return out
 end

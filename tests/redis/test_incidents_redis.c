@@ -196,6 +196,13 @@ static void test_memo_and_pruning(void) {
   fp_store_destroy(st);
 }
 
+static void test_top_terms_batched(void) {
+  snprintf(prefix, sizeof(prefix), "inctop%d", (int)getpid());
+  fp_store_t *st = connect_store();
+  if (st) fx_top_terms_batched(st, "in:10");
+  fp_store_destroy(st);
+}
+
 static void test_silence_and_top_terms(void) {
   fp_store_t *st = connect_store();
   fp_outvec_t out = {0};
@@ -270,5 +277,6 @@ int main(void) {
   fpt_run("many due, the earliest 70 states expired", test_many_due_expired);
   fpt_run("what a sweep cannot resolve does not block the index", test_stuck_due);
   fpt_run("an older version's index of open incidents is swept", test_legacy_index);
+  fpt_run("a run's incidents read their top terms in one round trip", test_top_terms_batched);
   return fpt_done();
 }

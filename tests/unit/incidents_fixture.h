@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "incidents.h"
+#include "store_lc.h"
 #include "testlib.h"
 #include "util.h"
 
@@ -89,6 +90,74 @@ static int fx_count_status(const fp_outvec_t *out, const char *status) {
   for (size_t i = 0; i < out->n; i++)
     if (!strcmp(out->recs[i].status, status)) n++;
   return n;
+}
+
+/* A run that opens many incidents (a crisis) reads all their top terms in one round trip:
+ * 20 of a rule with a TOPK window, each with its own terms (one with none: an empty list),
+ * and 2 of a rule without one (top_terms empty), in one batch. Each event carries what
+ * fp_store_topk reads for its window alone. */
+static void fx_top_terms_batched(fp_store_t *st, const char *source) {
+  static char names[22][16];
+  static const fp_win_spec_t spec = {FP_WIN_TOPK, 10 * FX_MIN, FX_MIN};
+  int minutes[64] = {0};
+  fp_sev_t sevs[64];
+  fp_win_op_t ops[64];
+  char wkeys[20][48], err[256];
+  size_t nops = 0, replayed;
+  fp_store_result_t res;
+  fp_outvec_t out = {0};
+  fx_batch_t b;
+  fx_setup();
+  fx_rule.nwindows = 1;
+  fx_rule.windows[0].name = "terms";
+  fx_rule.windows[0].spec = spec;
+  for (int i = 0; i < 20; i++) {
+    snprintf(wkeys[i], sizeof(wkeys[i]), "fx.rule|t%02d|terms", i);
+    for (int k = 0; k < i % 3 && nops < 64; k++) /* t00, t03, ...: no terms */
+      ops[nops] = (fp_win_op_t){.offset = (int64_t)nops, .key = wkeys[i], .spec = &spec, .ts_ms = FX_T0,
+                                .amount = 1, .member = k ? "fire" : (i % 2 ? "recall" : "smoke")}, nops++;
+  }
+  FPT_CHECK(fp_store_apply(st, "tt-win:0", ops, nops, -1, &res, err, sizeof(err)) == FP_OK, "%s", err);
+  for (int i = 0; i < 22; i++) sevs[i] = FP_SEV3;
+  fx_batch(&b, "x", 10, 22, minutes, sevs);
+  for (int i = 0; i < 22; i++) {
+    snprintf(names[i], sizeof(names[i]), "t%02d", i);
+    b.s[i].sig.entity = names[i];
+    if (i >= 20) b.s[i].sig.rule = &fx_rule3; /* no TOPK window */
+  }
+  { /* the lifecycle script loaded (Redis: SCRIPT LOAD is a round trip of its own) */
+    int64_t fence, low;
+    fp_lc_due_t *due = NULL;
+    size_t ndue = 0;
+    FPT_CHECK(fp_store_lc_load(st, source, NULL, 0, INT64_MIN, 0, NULL, NULL, NULL, &fence, &low, &due, &ndue,
+                               err, sizeof(err)) == FP_OK, "%s", err);
+    fp_store_lc_due_free(due, ndue);
+  }
+  uint64_t rt = fp_store_roundtrips(st);
+  fx_apply(st, source, &b, INT64_MIN, &out, &replayed);
+  FPT_CHECK_EQ_INT(fx_count_status(&out, "opened"), 22);
+  FPT_CHECK_EQ_INT(fp_store_roundtrips(st) - rt, 3); /* load, the top terms, commit */
+  for (size_t e = 0; e < out.n; e++) {
+    const char *p = out.recs[e].payload, *ent = strstr(p, "\"entity\":\"t");
+    if (!FPT_CHECK(ent != NULL, "event names its entity: %.120s", p)) continue;
+    int i = atoi(ent + 11);
+    if (i >= 20) {
+      FPT_CHECK(strstr(p, "\"top_terms\":[]") != NULL, "t%02d: no TOPK window, no top terms", i);
+      continue;
+    }
+    fp_topk_entry_t top[5];
+    size_t n = 0;
+    char want[1024] = "\"top_terms\":[";
+    FPT_CHECK(fp_store_topk(st, wkeys[i], &spec, FX_T0, 5, top, &n, err, sizeof(err)) == FP_OK, "%s", err);
+    for (size_t t = 0; t < n; t++)
+      snprintf(want + strlen(want), sizeof(want) - strlen(want), "%s{\"count\":%.1f,\"term\":\"%s\"}",
+               t ? "," : "", top[t].count, top[t].term);
+    strcat(want, "]");
+    FPT_CHECK(n == (size_t)(i % 3), "t%02d: %zu terms", i, n);
+    FPT_CHECK(strstr(p, want) != NULL, "t%02d: %s in %s", i, want, strstr(p, "top_terms") ? strstr(p, "top_terms") : p);
+  }
+  fp_outvec_free(&out);
+  fx_setup();
 }
 
 /* 150 incidents (more than one run sweeps) open on one source, due at 30..59 min; then time

@@ -116,10 +116,18 @@ static void test_stuck_due(void) {
   fp_store_destroy(st);
 }
 
+static void test_top_terms_batched(void) {
+  char err[256];
+  fp_store_t *st = fp_store_mem_new(err, sizeof(err));
+  fx_top_terms_batched(st, "in:10");
+  fp_store_destroy(st);
+}
+
 int main(void) {
   fpt_run("replayed offsets return byte-identical events", test_replay_is_byte_identical);
   fpt_run("sweeps resolve silent incidents at their due time", test_sweep_resolves);
   fpt_run("many incidents due: each resolves once, earliest first", test_many_due);
   fpt_run("what a sweep cannot resolve does not block the index", test_stuck_due);
+  fpt_run("a run's incidents read their top terms in one round trip", test_top_terms_batched);
   return fpt_done();
 }
