@@ -693,6 +693,21 @@ def report(R, path, smoke, elapsed):
           f"{ms['broker_cpu_us']} us = **{tot:.1f} us**, so {cores} cores run out at about "
           f"**{cores * 1e6 / max(tot, 1e-9):,.0f} mentions/s** end to end, whatever the scheduling; "
           f"100,000 mentions/s on {cores} cores would need {cores * 10:.0f} us per mention for all three together.")
+        # what 20x the Python peer asks of the CPU, against what decoding and the rules alone cost
+        st = {(x.get("stage"), x.get("variant")): x for x in R.get("stages", [])}
+        dec = next((v["ns_per"] for k, v in st.items() if k[0] == "decode" and "arena" in (k[1] or "")), None)
+        rul = next((v["ns_per"] for k, v in st.items() if k[0] == "rules" and "default budget" in (k[1] or "")
+                    and "select+severity" in (k[1] or "")), None)
+        if py.get("rate") and dec and rul:
+            want = 20 * py["rate"]
+            budget = cores * 1e6 / want
+            w("")
+            w(f"20x the Python peer ({py['rate']:,} mentions/s) is {want:,} mentions/s: {cores} cores would have "
+              f"**{budget:.1f} us of CPU per mention** for the engine, redis-server and the broker together. "
+              f"Decoding a mention ({dec / 1000:.1f} us) and the example pack's rules ({rul / 1000:.1f} us: "
+              f"stages below, one thread) take {(dec + rul) / 1000:.1f} us before any Kafka or Redis work, and "
+              f"redis-server spends {ms['redis_cpu_us']} us on the windows: out of reach on this machine "
+              f"whatever the rest costs (the peer also computes less per mention; see Peers).")
         idle = R.get("idle")
         if idle and ms.get("rate"):
             fixed = idle["broker_cores"] * 1e6 / ms["rate"]
