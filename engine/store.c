@@ -768,7 +768,7 @@ static fp_err_t take_topk(const fp_store_reply_t *rep, size_t *pos, size_t c, fp
     if (!rep->str[*pos + 1] || fp_parse_double(rep->str[*pos + 1], &cand[i].count) != FP_OK)
       return fp_seterr(errstr, errstr_size, FP_ERR_FATAL, "store: malformed topk count");
   }
-  qsort(cand, c, sizeof(*cand), topk_cmp);
+  if (c > 1) qsort(cand, c, sizeof(*cand), topk_cmp); /* c 0: cand may be NULL */
   size_t m = c < q->k ? c : q->k;
   for (size_t i = 0; i < m; i++) {
     size_t l = cand[i].len < sizeof(q->out[i].term) - 1 ? cand[i].len : sizeof(q->out[i].term) - 1;
